@@ -1,0 +1,208 @@
+"""Cross-dataset highly variable genes: one gene space for every phase of a model.
+
+The bug this prevents: pretraining on "the first 2,000 genes in file order" and fine-tuning on
+2,000 HVGs of another dataset, so that gene 0 means ACTB in one phase and GAPDH in the other.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from cellsmith._logging import logger
+from cellsmith.data.audit import require_counts
+from cellsmith.data.genespace import GeneSpace
+from cellsmith.data.normalize import log1p_normalize
+from cellsmith.errors import GeneSpaceError, InputError
+
+INFO_FILE = "cross_dataset_hvg_info.json"
+
+
+@dataclass
+class HVGSelection:
+    """The result of :func:`cross_dataset_hvg`.
+
+    Attributes
+    ----------
+    genespace
+        The selected genes, in the order of the first dataset.
+    index_maps
+        Per dataset, an array over its source genes: the HVG index, or -1 when not selected.
+    priority_genes_included, priority_genes_missing
+        Priority genes that are in the space, and those that did not survive the filters.
+    datasets
+        Per dataset: ``n_cells``, ``n_genes`` and ``n_mapped`` (its genes in the space).
+    params
+        The arguments of the selection.
+    """
+
+    genespace: GeneSpace
+    index_maps: dict[str, np.ndarray]
+    priority_genes_included: list[str]
+    priority_genes_missing: list[str]
+    datasets: dict[str, dict[str, int]]
+    params: dict[str, Any] = field(default_factory=dict)
+
+    def write(self, directory: str | Path) -> Path:
+        """Write ``cross_dataset_hvg_info.json`` into ``directory`` and return its path."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        payload: dict[str, Any] = {
+            "hvg_names": list(self.genespace.names),
+            "n_hvgs": len(self.genespace),
+            "digest": self.genespace.digest,
+            "datasets": self.datasets,
+        }
+        for name, index_map in self.index_maps.items():
+            payload[f"{name}_to_hvg"] = index_map.tolist()
+        payload["priority_genes_included"] = self.priority_genes_included
+        payload["priority_genes_missing"] = self.priority_genes_missing
+        payload["params"] = self.params
+        path = directory / INFO_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(payload))
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def read(cls, directory: str | Path) -> HVGSelection:
+        """Read a selection written by :meth:`write` (``directory`` or the JSON file itself)."""
+        path = Path(directory)
+        if path.is_dir():
+            path = path / INFO_FILE
+        if not path.is_file():
+            raise InputError(
+                f"{path} does not exist; create the gene space with `cellsmith genes hvg ... "
+                "--out DIR` and pass that DIR."
+            )
+        payload = json.loads(path.read_text())
+        names = list(payload["datasets"])
+        return cls(
+            genespace=GeneSpace(payload["hvg_names"]),
+            index_maps={n: np.asarray(payload[f"{n}_to_hvg"], dtype=np.int64) for n in names},
+            priority_genes_included=payload["priority_genes_included"],
+            priority_genes_missing=payload["priority_genes_missing"],
+            datasets=payload["datasets"],
+            params=payload["params"],
+        )
+
+
+def _expressed_fraction(counts) -> np.ndarray:
+    if sp.issparse(counts):
+        return np.asarray((counts > 0).sum(axis=0)).ravel() / counts.shape[0]
+    return (np.asarray(counts) > 0).mean(axis=0)
+
+
+def _normalized_dispersion(counts, var_names: pd.Index) -> pd.Series:
+    """Scanpy's normalized dispersion (flavor 'seurat') on log-normalized counts."""
+    import scanpy as sc
+
+    logged = ad.AnnData(X=log1p_normalize(sp.csr_matrix(counts, dtype=np.float32)))
+    logged.var_names = var_names
+    stats = sc.pp.highly_variable_genes(logged, flavor="seurat", n_top_genes=None, inplace=False)
+    return pd.Series(stats["dispersions_norm"].to_numpy(), index=var_names).fillna(-np.inf)
+
+
+def cross_dataset_hvg(
+    datasets: Mapping[str, ad.AnnData],
+    *,
+    n_top: int = 2000,
+    priority_genes: Iterable[str] = (),
+    min_cell_fraction: float = 1e-4,
+    counts_layer: str | None = None,
+) -> HVGSelection:
+    """Select one gene space shared by several datasets.
+
+    1. intersect gene names across datasets;
+    2. drop genes expressed in fewer than ``min_cell_fraction`` of cells in any dataset;
+    3. include every priority gene that survives 1-2 first;
+    4. fill the rest by normalized dispersion (scanpy, on log-normalized counts) averaged across
+       datasets weighted by their numbers of cells;
+    5. return the GeneSpace and, per dataset, a source-index -> HVG-index map.
+
+    Parameters
+    ----------
+    datasets
+        ``{name: AnnData of raw counts}``; names must be identifiers usable in file keys.
+    n_top
+        Size of the gene space (fewer when fewer genes survive the filters).
+    priority_genes
+        Genes to include first, e.g. every perturbed target gene.
+    min_cell_fraction
+        Minimum fraction of cells expressing a gene, in every dataset.
+    counts_layer
+        Layer holding raw counts (X when None), in every dataset.
+    """
+    if not datasets:
+        raise InputError("cross_dataset_hvg needs at least one dataset; got none.")
+    if n_top < 1:
+        raise InputError(f"n_top must be at least 1, got {n_top}.")
+    counts = {name: require_counts(a, layer=counts_layer) for name, a in datasets.items()}
+    for name, a in datasets.items():
+        dup = a.var_names[a.var_names.duplicated()]
+        if len(dup):
+            raise GeneSpaceError(
+                f"dataset '{name}' has {len(dup.unique())} duplicated gene names (e.g. "
+                f"{', '.join(dup.unique()[:5])}); make var_names unique first."
+            )
+    first = next(iter(datasets.values()))
+    common = first.var_names
+    for a in datasets.values():
+        common = common[common.isin(a.var_names)]
+    if len(common) == 0:
+        raise GeneSpaceError(
+            f"the datasets {list(datasets)} share no gene names; check that all use gene symbols."
+        )
+    keep = pd.Series(True, index=common)
+    dispersion = pd.Series(0.0, index=common)
+    total_cells = sum(a.n_obs for a in datasets.values())
+    for name, a in datasets.items():
+        cols = a.var_names.get_indexer(common)
+        x = counts[name][:, cols]
+        keep &= _expressed_fraction(x) >= min_cell_fraction
+        dispersion += _normalized_dispersion(x, common) * (a.n_obs / total_cells)
+    candidates = common[keep.to_numpy()]
+    priority = list(dict.fromkeys(str(g) for g in priority_genes))
+    included = [g for g in priority if g in set(candidates)]
+    missing_priority = [g for g in priority if g not in set(candidates)]
+    if len(included) > n_top:
+        raise InputError(
+            f"{len(included)} priority genes survive the filters but n_top is {n_top}; raise "
+            "n_top or pass fewer priority genes."
+        )
+    rest = dispersion[candidates].drop(included).sort_values(ascending=False, kind="stable")
+    chosen = set(included) | set(rest.index[: n_top - len(included)])
+    space = GeneSpace([g for g in first.var_names if g in chosen])
+    index_maps = {name: space.index_map(a.var_names) for name, a in datasets.items()}
+    summary = {
+        name: {"n_cells": a.n_obs, "n_genes": a.n_vars, "n_mapped": int((index_maps[name] >= 0).sum())}
+        for name, a in datasets.items()
+    }
+    logger.info(
+        "cross-dataset HVG: %d common genes, %d pass the expression filter, %d selected "
+        "(%d priority genes kept, %d missing), digest %s",
+        len(common), len(candidates), len(space), len(included), len(missing_priority), space.digest,
+    )
+    return HVGSelection(
+        genespace=space,
+        index_maps=index_maps,
+        priority_genes_included=included,
+        priority_genes_missing=missing_priority,
+        datasets=summary,
+        params={
+            "n_top": n_top,
+            "min_cell_fraction": min_cell_fraction,
+            "counts_layer": counts_layer,
+            "n_common_genes": len(common),
+            "n_candidates": len(candidates),
+            "priority_genes": priority,
+        },
+    )

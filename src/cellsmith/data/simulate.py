@@ -1,0 +1,252 @@
+"""Realistic raw-count single-cell and bulk data with known truth: the demo and test data.
+
+The single-cell model has the structure real data have and that cellsmith's models rely on:
+
+- per-gene mean expression spanning orders of magnitude (log-normal) and negative-binomial
+  noise with gene-specific dispersion;
+- per-cell library sizes varying about tenfold;
+- a set of genes that are zero in every cell;
+- gene programs (co-expression modules): each cell has a random activity per program, and each
+  member gene follows it with its own loading, so gene-gene co-expression is learnable from
+  unperturbed cells;
+- cell types (marker genes and program shifts), donors (multiplicative per-gene effects) and
+  timepoints (a graded program, 0 at the first timepoint, 1 at the last);
+- perturbations: the target gene is knocked down and the program it belongs to is shifted, so
+  the downstream response of a target follows its co-expression partners.
+
+All true effects are stored in ``adata.uns["simulation"]``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from cellsmith.errors import InputError
+
+CONTROL_LABEL = "non-targeting"
+
+
+def _names(spec: int | Sequence[str], prefix: str) -> list[str]:
+    if isinstance(spec, int):
+        return [f"{prefix}{i}" for i in range(spec)]
+    return [str(s) for s in spec]
+
+
+def gene_names(n_genes: int) -> list[str]:
+    """Names of simulated genes: ``GENE00000``, ``GENE00001``, ..."""
+    return [f"GENE{i:05d}" for i in range(n_genes)]
+
+
+def _negative_binomial(rng: np.random.Generator, mean: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """NB counts as a Gamma-Poisson mixture (mean ``mean``, inverse dispersion ``theta``)."""
+    rate = rng.gamma(shape=theta, scale=mean / theta)
+    return rng.poisson(rate)
+
+
+def singlecell(
+    n_cells: int = 2000,
+    n_genes: int = 1000,
+    *,
+    cell_types: int | Sequence[str] = 5,
+    donors: int | Sequence[str] = 2,
+    timepoints: int | Sequence[str] = (),
+    perturbations: int | Sequence[str] = 0,
+    control_fraction: float = 0.25,
+    n_programs: int | None = None,
+    always_zero_fraction: float = 0.05,
+    median_library_size: float = 3000.0,
+    knockdown: float = 0.1,
+    seed: int = 0,
+) -> ad.AnnData:
+    """Simulate single cells of integer counts with known effects.
+
+    Parameters
+    ----------
+    n_cells, n_genes
+        Shape of the result.
+    cell_types, donors, timepoints
+        A number of levels (named ``type0``, ``donor0``, ``t0``, ...) or the level names.
+        Timepoints are ordered: the graded timepoint program grows linearly from the first to
+        the last level. No ``timepoint`` column when empty.
+    perturbations
+        A number of target genes (chosen among expressed program genes) or their names (which
+        must be simulated gene names). No ``target_gene`` column when 0.
+    control_fraction
+        Share of cells labelled ``non-targeting`` when perturbations are simulated.
+    n_programs
+        Number of co-expression programs (default ``max(8, n_genes // 40)``).
+    always_zero_fraction
+        Share of genes that are zero in every cell.
+    median_library_size
+        Median total counts per cell.
+    knockdown
+        Remaining expression of a target gene in its perturbed cells.
+    seed
+        Random seed: the same seed gives the same data.
+
+    Returns
+    -------
+    AnnData
+        ``X``: CSR float32 integer counts; obs ``cell_type``, ``donor_id`` and, when requested,
+        ``timepoint`` and ``target_gene``; ``uns["simulation"]`` the true effects.
+    """
+    if n_cells < 1 or n_genes < 10:
+        raise InputError(f"simulate at least 1 cell and 10 genes, got {n_cells} x {n_genes}.")
+    rng = np.random.default_rng(seed)
+    genes = gene_names(n_genes)
+    types, donor_names, times = _names(cell_types, "type"), _names(donors, "donor"), _names(timepoints, "t")
+    n_programs = n_programs or max(8, n_genes // 40)
+
+    # Genes: base expression over ~4 orders of magnitude, dispersion, always-zero set.
+    log_base = rng.normal(0.0, 1.6, n_genes)
+    theta = rng.uniform(2.0, 20.0, n_genes)
+    n_zero = int(round(always_zero_fraction * n_genes))
+    always_zero = np.sort(rng.choice(n_genes, n_zero, replace=False))
+    expressed = np.setdiff1d(np.arange(n_genes), always_zero)
+
+    # Programs: 70% of expressed genes belong to one program each, with a loading.
+    program_of = np.full(n_genes, -1)
+    members = rng.choice(expressed, int(0.7 * expressed.size), replace=False)
+    program_of[members] = rng.integers(0, n_programs, members.size)
+    loading = np.where(program_of >= 0, rng.uniform(0.6, 1.4, n_genes), 0.0)
+    program_matrix = np.zeros((n_programs, n_genes))
+    program_matrix[program_of[members], members] = loading[members]
+
+    # Cell types: markers and a program shift per type.
+    type_lfc = np.zeros((len(types), n_genes))
+    for k in range(len(types)):
+        markers = rng.choice(expressed, max(1, n_genes // 20), replace=False)
+        type_lfc[k, markers] = rng.normal(0.0, 1.5, markers.size)
+        type_lfc[k] += rng.normal(0.0, 0.8, n_programs) @ program_matrix
+    donor_lfc = rng.normal(0.0, 0.2, (len(donor_names), n_genes))
+    time_genes = rng.choice(expressed, max(1, n_genes // 20), replace=False)
+    time_direction = np.zeros(n_genes)
+    time_direction[time_genes] = rng.normal(0.0, 1.2, time_genes.size)
+
+    # Perturbations: a target gene is knocked down and its program shifted.
+    if isinstance(perturbations, int):
+        pool = members[np.argsort(-log_base[members])][: max(perturbations * 3, perturbations)]
+        targets = [genes[i] for i in np.sort(rng.choice(pool, perturbations, replace=False))]
+    else:
+        targets = [str(t) for t in perturbations]
+        unknown = [t for t in targets if t not in set(genes)]
+        if unknown:
+            raise InputError(f"perturbation targets {unknown[:5]} are not simulated gene names (GENE00000...).")
+    target_index = np.array([genes.index(t) for t in targets], dtype=int)
+    perturbation_lfc = np.zeros((len(targets), n_genes))
+    for p, g in enumerate(target_index):
+        if program_of[g] >= 0:
+            perturbation_lfc[p] = -rng.uniform(0.8, 1.6) * program_matrix[program_of[g]]
+        perturbation_lfc[p, g] = np.log(knockdown)
+
+    # Cells.
+    cell_type = rng.integers(0, len(types), n_cells)
+    donor = rng.integers(0, len(donor_names), n_cells)
+    activity = rng.normal(0.0, 0.5, (n_cells, n_programs))
+    log_mean = log_base + type_lfc[cell_type] + donor_lfc[donor] + activity @ program_matrix
+    obs = pd.DataFrame(
+        {
+            "cell_type": pd.Categorical([types[i] for i in cell_type], categories=types),
+            "donor_id": pd.Categorical([donor_names[i] for i in donor], categories=donor_names),
+        },
+        index=[f"cell{i}" for i in range(n_cells)],
+    )
+    if times:
+        time = rng.integers(0, len(times), n_cells)
+        level = time / max(1, len(times) - 1)
+        log_mean += level[:, None] * time_direction
+        obs["timepoint"] = pd.Categorical([times[i] for i in time], categories=times)
+    if targets:
+        is_control = rng.random(n_cells) < control_fraction
+        which = rng.integers(0, len(targets), n_cells)
+        log_mean += np.where(is_control[:, None], 0.0, perturbation_lfc[which])
+        labels = np.where(is_control, CONTROL_LABEL, np.array(targets, dtype=object)[which])
+        obs["target_gene"] = pd.Categorical(labels, categories=[CONTROL_LABEL, *targets])
+
+    proportions = np.exp(log_mean)
+    proportions[:, always_zero] = 0.0
+    proportions /= proportions.sum(axis=1, keepdims=True)
+    library = median_library_size * np.exp(rng.normal(0.0, 0.6, n_cells))
+    counts = _negative_binomial(rng, proportions * library[:, None], theta).astype(np.float32)
+    adata = ad.AnnData(X=sp.csr_matrix(counts), obs=obs, var=pd.DataFrame(index=genes))
+    adata.uns["simulation"] = {
+        "seed": seed,
+        "log_base": log_base,
+        "theta": theta,
+        "always_zero_genes": [genes[i] for i in always_zero],
+        "program_of_gene": program_of,
+        "cell_types": types,
+        "cell_type_lfc": type_lfc,
+        "donors": donor_names,
+        "donor_lfc": donor_lfc,
+        "timepoints": times,
+        "timepoint_direction": time_direction,
+        "targets": targets,
+        "perturbation_lfc": perturbation_lfc,
+        "control_label": CONTROL_LABEL,
+    }
+    return adata
+
+
+def membership_matrix(groups: Sequence[np.ndarray], n_cells: int) -> sp.csr_matrix:
+    """Sparse samples x cells matrix: entry (s, c) counts how often cell c is in sample s."""
+    rows = np.repeat(np.arange(len(groups)), [len(g) for g in groups])
+    cols = np.concatenate(groups) if groups else np.zeros(0, dtype=int)
+    return sp.csr_matrix(
+        (np.ones(cols.size, dtype=np.float32), (rows, cols)), shape=(len(groups), n_cells)
+    )
+
+
+def bulk(
+    reference: ad.AnnData,
+    n_samples: int,
+    *,
+    cell_type_key: str = "cell_type",
+    cells_per_sample: int = 500,
+    alpha: float = 1.0,
+    counts_layer: str | None = None,
+    seed: int = 0,
+) -> ad.AnnData:
+    """Bulk counts as sums of sampled reference cells, with the exact proportions as truth.
+
+    Proportions are drawn from a Dirichlet(``alpha``) per sample; cells are drawn with
+    replacement within each type.
+
+    Returns
+    -------
+    AnnData
+        Samples x genes of summed counts; ``obsm["proportions"]`` (DataFrame, one column per
+        cell type) the fraction of cells drawn per type.
+    """
+    from cellsmith.data.audit import require_counts
+
+    if cell_type_key not in reference.obs:
+        raise InputError(
+            f"the reference has no obs column '{cell_type_key}' (columns: {list(reference.obs.columns)})."
+        )
+    counts = sp.csr_matrix(require_counts(reference, layer=counts_layer))
+    rng = np.random.default_rng(seed)
+    labels = reference.obs[cell_type_key].astype(str).to_numpy()
+    types = sorted(set(labels))
+    cells_of = [np.flatnonzero(labels == t) for t in types]
+    props = rng.dirichlet(np.full(len(types), alpha), n_samples)
+    n_per_type = np.array([rng.multinomial(cells_per_sample, p) for p in props])
+    groups = [
+        np.concatenate([rng.choice(cells_of[k], n, replace=True) for k, n in enumerate(row) if n])
+        for row in n_per_type
+    ]
+    summed = membership_matrix(groups, reference.n_obs) @ counts
+    out = ad.AnnData(
+        X=np.asarray(summed.todense(), dtype=np.float32),
+        obs=pd.DataFrame(index=[f"bulk{i}" for i in range(n_samples)]),
+        var=pd.DataFrame(index=reference.var_names.copy()),
+    )
+    out.obsm["proportions"] = pd.DataFrame(
+        n_per_type / cells_per_sample, index=out.obs_names, columns=types
+    )
+    return out

@@ -1,0 +1,48 @@
+import json
+import subprocess
+import sys
+
+import anndata as ad
+import pytest
+
+from cellsmith.data import normalize
+
+
+def run_cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "cellsmith.cli", *map(str, args)], capture_output=True, text=True
+    )
+
+
+def test_audit_command_and_require(tmp_path, small_cells):
+    counts = tmp_path / "counts.h5ad"
+    small_cells.write_h5ad(counts)
+    result = run_cli("audit", counts, "--require", "counts", "--json", tmp_path / "a.json")
+    assert result.returncode == 0, result.stderr
+    assert "COUNTS" in result.stdout
+    assert json.loads((tmp_path / "a.json").read_text())["matrices"]["X"]["scale"] == "counts"
+
+    logged = ad.AnnData(X=normalize.log1p_normalize(small_cells.X), var=small_cells.var)
+    logged.write_h5ad(tmp_path / "log.h5ad")
+    result = run_cli("audit", tmp_path / "log.h5ad", "--require", "counts")
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: X of")
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_file_is_a_clean_error(tmp_path):
+    result = run_cli("audit", tmp_path / "absent.h5ad")
+    assert result.returncode == 2 and "does not exist" in result.stderr
+
+
+def test_genes_hvg_command(tmp_path, small_screen):
+    path = tmp_path / "screen.h5ad"
+    small_screen.write_h5ad(path)
+    result = run_cli(
+        "genes", "hvg", "--dataset", f"screen={path}", "--n-top", 50,
+        "--priority-genes-from", "screen:target_gene", "--out", tmp_path / "hvg",
+    )
+    assert result.returncode == 0, result.stderr
+    info = json.loads((tmp_path / "hvg" / "cross_dataset_hvg_info.json").read_text())
+    assert set(info["priority_genes_included"]) == set(small_screen.uns["simulation"]["targets"])
+    assert "priority genes kept 8/8" in result.stdout
