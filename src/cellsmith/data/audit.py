@@ -321,20 +321,24 @@ def audit(adata: ad.AnnData, *, layer: str | None = None) -> AuditReport:
     )
 
 
-def _what_to_pass(adata: ad.AnnData, current: str) -> str:
+def _what_to_pass(adata: ad.AnnData, current: str, found: Scale) -> str:
     others = [n for n in _matrix_names(adata) if n != current]
     holding = [n for n in others if audit_matrix(_matrix(adata, n), name=n).scale == "counts"]
     if holding:
         name = holding[0]
-        flag = "layer='raw'" if name == "raw" else f"layer='{name.removeprefix('layers/')}'"
-        cli = "--counts-layer " + ("raw" if name == "raw" else name.removeprefix("layers/"))
-        return f"{name} does hold raw counts: pass {flag} (CLI: {cli})."
-    return (
-        "No other matrix holds raw counts: pass the unnormalized UMI/read counts (e.g. the "
-        "filtered_feature_bc_matrix from Cell Ranger), or, for log1p(normalize_total) data whose "
-        "per-cell totals are in .obs, recover them with cellsmith.data.recover_counts(adata, "
-        "layer=..., total_counts_key=...)."
+        layer = "raw" if name == "raw" else name.removeprefix("layers/")
+        return f"{name} does hold raw counts: pass layer='{layer}' (CLI: --counts-layer {layer})."
+    advice = (
+        "No other matrix holds raw counts: pass the unnormalized UMI/read counts (e.g. Cell "
+        "Ranger's filtered_feature_bc_matrix)"
     )
+    if found == "log1p":
+        advice += (
+            ", or, if these are log1p(normalize_total) values and the per-cell total counts are "
+            "in .obs, recover them with cellsmith.data.recover_counts(adata, "
+            "total_counts_key=...)"
+        )
+    return advice + "."
 
 
 def require_counts(adata: ad.AnnData, *, layer: str | None = None):
@@ -355,7 +359,7 @@ def require_counts(adata: ad.AnnData, *, layer: str | None = None):
         return x
     raise ScaleError(
         f"{name} of {describe_source(adata)} must hold raw counts but holds {found.scale.upper()} "
-        f"data ({found.verdict}; {found.evidence()}). {_what_to_pass(adata, name)}"
+        f"data ({found.verdict}; {found.evidence()}). {_what_to_pass(adata, name, found.scale)}"
     )
 
 
