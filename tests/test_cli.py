@@ -33,6 +33,9 @@ def test_audit_command_and_require(tmp_path, small_cells):
 def test_missing_file_is_a_clean_error(tmp_path):
     result = run_cli("audit", tmp_path / "absent.h5ad")
     assert result.returncode == 2 and "does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+    verbose = run_cli("--verbose", "audit", tmp_path / "absent.h5ad")
+    assert verbose.returncode == 2 and "Traceback" in verbose.stderr
 
 
 def test_genes_hvg_command(tmp_path, small_screen):
