@@ -16,6 +16,10 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from cellsmith.errors import CellsmithError, InputError
+from cellsmith.retrieval.cli import retrieve_app
+from cellsmith.perturbation.cli import app as perturb_app
+from cellsmith.scvi.cli import app as scvi_app
+from cellsmith.deconvolution.cli import app as deconvolve_app
 
 console = Console(stderr=True)
 out = Console(soft_wrap=True)
@@ -29,6 +33,10 @@ app = typer.Typer(
 )
 genes_app = typer.Typer(help="Gene spaces shared across datasets.", no_args_is_help=True)
 app.add_typer(genes_app, name="genes")
+app.add_typer(retrieve_app, name="retrieve")
+app.add_typer(perturb_app, name="perturb")
+app.add_typer(scvi_app, name="scvi")
+app.add_typer(deconvolve_app, name="deconvolve")
 
 _state = {"verbose": False}
 

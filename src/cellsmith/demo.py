@@ -18,9 +18,17 @@ DemoSection = Callable[..., Report]
 
 def _sections() -> list[tuple[str, DemoSection]]:
     from cellsmith.data.demo import demo_section as data_section
+    from cellsmith.deconvolution.demo import demo_section as deconvolution_section
+    from cellsmith.perturbation.demo import demo_section as perturbation_section
+    from cellsmith.retrieval.demo import demo_section as retrieval_section
+    from cellsmith.scvi.demo import demo_section as scvi_section
 
     return [
         ("data", data_section),
+        ("deconvolution", deconvolution_section),
+        ("perturbation", perturbation_section),
+        ("retrieval", retrieval_section),
+        ("scvi", scvi_section),
     ]
 
 

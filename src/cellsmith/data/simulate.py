@@ -215,7 +215,8 @@ def bulk(
     """Bulk counts as sums of sampled reference cells, with the exact proportions as truth.
 
     Proportions are drawn from a Dirichlet(``alpha``) per sample; cells are drawn with
-    replacement within each type.
+    replacement within each type (by :func:`cellsmith.data.pseudobulk.mix_counts`, the one
+    sampler; :func:`cellsmith.data.pseudobulk.pseudobulk` is its CPM counterpart).
 
     Returns
     -------
@@ -224,29 +225,23 @@ def bulk(
         cell type) the fraction of cells drawn per type.
     """
     from cellsmith.data.audit import require_counts
+    from cellsmith.data.pseudobulk import cell_type_labels, mix_counts
 
-    if cell_type_key not in reference.obs:
-        raise InputError(
-            f"the reference has no obs column '{cell_type_key}' (columns: {list(reference.obs.columns)})."
-        )
-    counts = sp.csr_matrix(require_counts(reference, layer=counts_layer))
-    rng = np.random.default_rng(seed)
-    labels = reference.obs[cell_type_key].astype(str).to_numpy()
-    types = sorted(set(labels))
-    cells_of = [np.flatnonzero(labels == t) for t in types]
-    props = rng.dirichlet(np.full(len(types), alpha), n_samples)
-    n_per_type = np.array([rng.multinomial(cells_per_sample, p) for p in props])
-    groups = [
-        np.concatenate([rng.choice(cells_of[k], n, replace=True) for k, n in enumerate(row) if n])
-        for row in n_per_type
-    ]
-    summed = membership_matrix(groups, reference.n_obs) @ counts
+    labels = cell_type_labels(reference, cell_type_key)
+    mixed = mix_counts(
+        require_counts(reference, layer=counts_layer),
+        labels,
+        n_samples,
+        cells_per_sample=cells_per_sample,
+        alpha=alpha,
+        seed=seed,
+    )
     out = ad.AnnData(
-        X=np.asarray(summed.todense(), dtype=np.float32),
+        X=mixed.counts,
         obs=pd.DataFrame(index=[f"bulk{i}" for i in range(n_samples)]),
         var=pd.DataFrame(index=reference.var_names.copy()),
     )
     out.obsm["proportions"] = pd.DataFrame(
-        n_per_type / cells_per_sample, index=out.obs_names, columns=types
+        mixed.proportions, index=out.obs_names, columns=mixed.cell_types
     )
     return out

@@ -1,0 +1,125 @@
+"""``cellsmith deconvolve train | predict | evaluate``: thin wrappers around the API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(help="Bulk deconvolution: HP-VADE with an NNLS baseline.", no_args_is_help=True)
+out = Console(soft_wrap=True)
+
+
+@app.command()
+def train(
+    reference: Path = typer.Option(..., "--reference", help="Labelled single-cell .h5ad with raw counts."),
+    cell_type_key: str = typer.Option(..., "--cell-type-key", help="obs column with the cell types."),
+    counts_layer: Optional[str] = typer.Option(None, "--counts-layer", help="Layer with raw counts (default X)."),
+    genes_from: Optional[Path] = typer.Option(
+        None, "--genes-from", help="A bulk file (.h5ad/.csv/.tsv): train only on the genes it has."
+    ),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML with DeconvolutionConfig options."),
+    seed: int = typer.Option(0, "--seed"),
+    out_dir: Path = typer.Option(..., "--out", help="Model directory to write."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
+) -> None:
+    """Train HP-VADE on pseudo-bulks of a labelled reference; write the model directory."""
+    from cellsmith.data import read, read_bulk
+    from cellsmith.deconvolution.config import DeconvolutionConfig
+    from cellsmith.deconvolution.model import Deconvolver
+
+    options = DeconvolutionConfig.from_yaml(config, seed=seed)
+    adata = read(reference)
+    genes = list(read_bulk(genes_from).var_names) if genes_from is not None else None
+    model = Deconvolver.train(
+        adata, cell_type_key=cell_type_key, counts_layer=counts_layer, genes=genes, config=options,
+        progress_bar=progress,
+    )
+    model.save(out_dir)
+    validation = model.training.get("validation", {})
+    for method, metrics in validation.items():
+        out.print(
+            f"validation {method}: r {metrics['pearson']:.4f}, CCC {metrics['ccc']:.4f}, "
+            f"MAE {metrics['mae']:.4f}, RMSE {metrics['rmse']:.4f}"
+        )
+    out.print(f"model written to {out_dir} ({model.training.get('epochs_trained')} epochs, {len(model.genespace):,} genes)")
+
+
+@app.command()
+def predict(
+    model_dir: Path = typer.Option(..., "--model", help="Directory written by `deconvolve train`."),
+    bulk: Path = typer.Option(..., "--bulk", help="Bulk samples: .h5ad (samples x genes) or .csv/.tsv."),
+    out_path: Path = typer.Option(..., "--out", help="PROPS.csv; NNLS and fit go to PROPS.nnls.csv / PROPS.fit.csv."),
+    layer: Optional[str] = typer.Option(None, "--layer", help="Layer of the bulk .h5ad to use (default X)."),
+) -> None:
+    """Predict cell-type proportions of bulk samples (HP-VADE and NNLS, with fit quality)."""
+    from cellsmith.data import read_bulk
+    from cellsmith.deconvolution.evaluate import FIT_SUFFIX, NNLS_SUFFIX, sibling
+    from cellsmith.deconvolution.model import Deconvolver
+    from cellsmith.report import write_atomic
+
+    model = Deconvolver.load(model_dir)
+    prediction = model.predict(read_bulk(bulk), layer=layer)
+    outputs = {
+        out_path: prediction.proportions,
+        sibling(out_path, NNLS_SUFFIX): prediction.nnls,
+        sibling(out_path, FIT_SUFFIX): prediction.fit,
+    }
+    for path, frame in outputs.items():
+        write_atomic(path, lambda tmp, frame=frame: frame.to_csv(tmp, index_label="sample"))
+    poor = prediction.fit.index[prediction.fit["r2_log_hpvade"] < 0.8]
+    out.print(f"{len(prediction.proportions)} samples; proportions written to {out_path} (NNLS: "
+              f"{sibling(out_path, NNLS_SUFFIX).name}, fit: {sibling(out_path, FIT_SUFFIX).name})")
+    out.print(f"median fit R^2 (log space): HP-VADE {prediction.fit['r2_log_hpvade'].median():.3f}, "
+              f"NNLS {prediction.fit['r2_log_nnls'].median():.3f}")
+    if len(poor):
+        out.print(
+            f"{len(poor)} samples are poorly explained by the reference (R^2 < 0.8, e.g. "
+            f"{', '.join(map(str, poor[:3]))}): they hold expression the reference cannot produce "
+            "(a cell type it lacks, or a different protocol than the single-cell reference's)."
+        )
+
+
+@app.command()
+def evaluate(
+    pred: Path = typer.Option(..., "--pred", help="PROPS.csv from `deconvolve predict` (siblings read too)."),
+    truth: Path = typer.Option(..., "--truth", help="Truth .csv (samples x types) or .h5ad with --truth-key."),
+    truth_key: Optional[str] = typer.Option(None, "--truth-key", help="obsm key of the truth in an .h5ad."),
+    map_file: Optional[Path] = typer.Option(None, "--map", help="YAML type mapping (see README)."),
+    pair: list[str] = typer.Option([], "--pair", help="TRUTH[,TRUTH]=PRED[,PRED]: one compared type; repeat."),
+    model_dir: Optional[Path] = typer.Option(None, "--model", help="Add this model's training curves."),
+    out_dir: Path = typer.Option(..., "--out", help="Folder for metrics CSVs, report.html and scatter.png."),
+) -> None:
+    """Compare predictions (HP-VADE and NNLS) with truth: tables, scatter plots, HTML report."""
+    from cellsmith.deconvolution.evaluate import (
+        compare,
+        evaluation_report,
+        read_mapping,
+        read_predictions,
+        read_truth,
+    )
+    from cellsmith.report import atomic_output_dir
+
+    preds, fit = read_predictions(pred)
+    comparison = compare(preds, read_truth(truth, truth_key), mapping=read_mapping(map_file, pair))
+    model = None
+    if model_dir is not None:
+        from cellsmith.deconvolution.model import Deconvolver
+
+        model = Deconvolver.load(model_dir)
+    with atomic_output_dir(out_dir) as tmp:
+        comparison.pooled.to_csv(tmp / "pooled_metrics.csv")
+        comparison.per_type.to_csv(tmp / "per_type_metrics.csv")
+        evaluation_report(
+            comparison,
+            fit=fit,
+            training=model.training if model else None,
+            history=model.history if model else None,
+            save_png_dir=tmp,
+        ).write(tmp / "report.html")
+    for note in comparison.notes:
+        out.print(note)
+    out.print(comparison.pooled.round(4).to_string())
+    out.print(f"report written to {out_dir / 'report.html'}")

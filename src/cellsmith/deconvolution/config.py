@@ -1,0 +1,69 @@
+"""Configuration of HP-VADE training (saved as ``config.yaml`` in every model directory)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from cellsmith.config import CellsmithConfig
+
+
+class DeconvolutionConfig(CellsmithConfig):
+    """Every option of :class:`cellsmith.deconvolution.Deconvolver`; YAML keys are these names."""
+
+    # Genes: marker genes per cell type (fold change of mean CPM), mitochondrial and ribosomal
+    # genes excluded (their share differs most between single-cell and bulk protocols).
+    n_marker_genes: int | None = Field(
+        150, ge=1, description="Marker genes per cell type (union kept); None: every gene."
+    )
+    min_mean_cpm: float = Field(10.0, ge=0, description="A marker's mean CPM in its own type.")
+    min_cell_fraction: float = Field(
+        0.5, ge=0, le=1, description="A marker is detected in at least this share of its type's cells "
+        "(not driven by a few training cells, whose profile new cells do not share)."
+    )
+    exclude_gene_patterns: list[str] = Field(default_factory=lambda: ["^MT-", "^RP[SL]\\d"])
+    min_gene_overlap: float = Field(0.8, gt=0, le=1, description="Min share of model genes in a bulk.")
+
+    # Pseudo-bulk simulation.
+    cells_per_sample: int = Field(500, ge=1)
+    alpha: float = Field(1.0, gt=0, description="Dirichlet concentration of proportions.")
+    sparse_fraction: float = Field(0.3, ge=0, le=1, description="Share of samples with absent types.")
+    n_train_samples: int = Field(8000, ge=1)
+    n_val_samples: int = Field(1000, ge=1)
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="Share of cells kept for validation.")
+    gene_noise_sd: float = Field(
+        0.3, ge=0, description="SD of per-sample, per-gene log-normal factors on training pseudo-bulk "
+        "(re-drawn every batch): sample-to-sample and protocol variation the reference cells lack."
+    )
+
+    # Model.
+    mrna_content_weighting: bool = Field(
+        True, description="Bulk reconstruction cpm((p * content) @ S.T) with each type's mean counts "
+        "per cell (False: the plain p @ S.T, which treats cell fractions as read fractions)."
+    )
+    n_latent: int = Field(32, ge=1)
+    vae_hidden: list[int] = Field(default_factory=lambda: [256])
+    deconv_hidden: list[int] = Field(default_factory=lambda: [512, 256])
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+    # Loss weights (VAE reconstruction has weight 1).
+    lambda_proto: float = Field(0.1, ge=0)
+    lambda_bulk_recon: float = Field(10.0, ge=0)
+    lambda_bulk: float = Field(5.0, ge=0)
+    lambda_kl: float = Field(0.01, ge=0)
+    prop_kl_weight: float = Field(0.1, ge=0, description="Weight of KL(p_true || p) in the proportion loss.")
+
+    # Optimisation.
+    learning_rate: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-5, ge=0)
+    batch_size: int = Field(128, ge=1)
+    cell_batch_size: int = Field(128, ge=1)
+    max_epochs: int = Field(80, ge=1)
+    patience: int = Field(10, ge=0, description="Early-stopping patience in epochs (0: off).")
+    lr_patience: int = Field(
+        4, ge=0, description="Halve the learning rate after this many epochs without a better "
+        "validation loss (0: constant learning rate)."
+    )
+    torch_threads: int = Field(
+        1, ge=1, description="CPU threads while training; 1 avoids thread spinning on shared machines."
+    )
+    seed: int = 0

@@ -1,0 +1,302 @@
+"""Compare predicted proportions with truth and build the deconvolution report.
+
+Files: predictions are ``PROPS.csv`` (HP-VADE) with the NNLS baseline in the sibling
+``PROPS.nnls.csv`` and the per-sample fit quality in ``PROPS.fit.csv``; truth is a CSV (samples
+x types) or an ``.h5ad`` whose ``obsm[key]`` holds the fractions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from cellsmith.errors import InputError
+from cellsmith.metrics.deconvolution import (
+    MappedTypes,
+    TypePair,
+    identity_pairs,
+    map_types,
+    metric_tables,
+    parse_mapping,
+)
+from cellsmith.report import Report
+
+#: Sibling files of a predictions CSV.
+NNLS_SUFFIX, FIT_SUFFIX = ".nnls.csv", ".fit.csv"
+
+
+def sibling(path: str | Path, suffix: str) -> Path:
+    """``PROPS.csv`` -> ``PROPS.nnls.csv`` (or another suffix)."""
+    path = Path(path)
+    return path.with_name(path.name.removesuffix(".csv") + suffix)
+
+
+@dataclass
+class Comparison:
+    """Metrics of each method against the truth, on the compared types.
+
+    Attributes
+    ----------
+    per_type
+        Rows (method, compared type); columns pearson, ccc, mae, n.
+    pooled
+        Rows method; columns pearson, ccc, mae, rmse, n.
+    truth
+        Samples x compared types (finite or NaN).
+    preds
+        Method -> samples x compared types.
+    notes
+        What was skipped or unused, in words.
+    """
+
+    per_type: pd.DataFrame
+    pooled: pd.DataFrame
+    truth: pd.DataFrame
+    preds: dict[str, pd.DataFrame]
+    notes: list[str] = field(default_factory=list)
+
+
+def _common_samples(preds: Mapping[str, pd.DataFrame], truth: pd.DataFrame) -> pd.Index:
+    index = truth.index.astype(str)
+    for pred in preds.values():
+        index = index.intersection(pred.index.astype(str), sort=False)
+    if index.empty:
+        first = next(iter(preds.values()))
+        raise InputError(
+            f"predictions and truth share no sample names (predicted e.g. {list(first.index[:3])}, "
+            f"truth e.g. {list(truth.index[:3])}); the first column of both must hold sample names."
+        )
+    return index
+
+
+def compare(
+    preds: Mapping[str, pd.DataFrame],
+    truth: pd.DataFrame,
+    *,
+    mapping: Sequence[TypePair] | Mapping | None = None,
+) -> Comparison:
+    """Per-type and pooled metrics of every method in ``preds`` against ``truth``.
+
+    Parameters
+    ----------
+    preds
+        Method name -> samples x predicted types.
+    truth
+        Samples x true types (NaN: not measured).
+    mapping
+        Type pairs or a mapping in the format of :mod:`cellsmith.metrics.deconvolution`;
+        default: the type names present on both sides.
+    """
+    truth = truth.copy()
+    truth.index = truth.index.astype(str)
+    preds = {name: p.set_axis(p.index.astype(str), axis=0) for name, p in preds.items()}
+    samples = _common_samples(preds, truth)
+    first = next(iter(preds.values()))
+    if mapping is None:
+        pairs = identity_pairs(list(first.columns), list(truth.columns))
+        if not pairs:
+            raise InputError(
+                f"predicted types {list(first.columns)} and truth columns {list(truth.columns)} share "
+                "no names; pass a type mapping (--map MAP.yaml or --pair 'TRUTH=PRED,PRED')."
+            )
+    else:
+        pairs = mapping if not isinstance(mapping, Mapping) else parse_mapping(mapping)
+    rows, pooled, mapped_preds = [], {}, {}
+    mapped: MappedTypes | None = None
+    for method, pred in preds.items():
+        mapped = map_types(pred.loc[samples], truth.loc[samples], pairs)
+        per_type, pooled[method] = metric_tables(mapped.pred, mapped.truth)
+        rows.append(per_type.assign(method=method).rename_axis("type").reset_index())
+        mapped_preds[method] = mapped.pred
+    notes = [f"{samples.size} samples compared on {len(mapped.truth.columns)} types: {', '.join(mapped.truth.columns)}."]
+    if mapped.skipped:
+        notes.append(f"skipped (truth NaN in every sample): {', '.join(mapped.skipped)}.")
+    if mapped.pred_without_truth:
+        notes.append(f"predicted types without truth: {', '.join(mapped.pred_without_truth)}.")
+    if mapped.truth_unused:
+        notes.append(f"truth columns not compared: {', '.join(mapped.truth_unused)}.")
+    per_type = pd.concat(rows).set_index(["method", "type"])
+    return Comparison(per_type, pd.DataFrame(pooled).T.rename_axis("method"), mapped.truth, mapped_preds, notes)
+
+
+def read_mapping(path: str | Path | None = None, pairs: Sequence[str] = ()) -> list[TypePair] | None:
+    """Type pairs from a YAML file and/or ``TRUTH[,TRUTH]=PRED[,PRED]`` strings; None if neither."""
+    result: list[TypePair] = []
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"mapping file {path} does not exist.")
+        try:
+            result += parse_mapping(yaml.safe_load(path.read_text()))
+        except yaml.YAMLError as err:
+            raise InputError(f"mapping file {path} is not valid YAML ({err}).") from None
+    for text in pairs:
+        if "=" not in text:
+            raise InputError(f"--pair takes TRUTH[,TRUTH...]=PRED[,PRED...], got '{text}'.")
+        left, right = (tuple(s.strip() for s in side.split(",") if s.strip()) for side in text.split("=", 1))
+        if not left or not right:
+            raise InputError(f"--pair '{text}' needs names on both sides of '='.")
+        result.append(TypePair(" + ".join(left), left, right))
+    return result or None
+
+
+def read_truth(path: str | Path, key: str | None = None) -> pd.DataFrame:
+    """Samples x types truth from a CSV (first column: sample names) or ``h5ad.obsm[key]``."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"truth file {path} does not exist.")
+    if path.suffix == ".h5ad":
+        import anndata as ad
+
+        adata = ad.read_h5ad(path)
+        if key is None or key not in adata.obsm:
+            raise InputError(
+                f"pass --truth-key, one of the obsm keys of {path}: {list(adata.obsm)}"
+                + ("" if key is None else f" ('{key}' is not one of them).")
+            )
+        value = adata.obsm[key]
+        frame = value if isinstance(value, pd.DataFrame) else pd.DataFrame(np.asarray(value), index=adata.obs_names)
+        return frame.set_axis(adata.obs_names, axis=0).astype(float)
+    return _read_table(path, "truth")
+
+
+def _read_table(path: Path, what: str) -> pd.DataFrame:
+    sep = "\t" if path.suffix in (".tsv", ".txt") else ","
+    try:
+        frame = pd.read_csv(path, sep=sep, index_col=0)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
+        raise InputError(f"{what} file {path} is not a readable table ({err}).") from None
+    non_numeric = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
+    if non_numeric or frame.empty:
+        raise InputError(
+            f"{what} file {path} must hold sample names in the first column and one numeric column "
+            f"per cell type; found non-numeric columns {non_numeric[:5]}" + (" and no rows" if frame.empty else "") + "."
+        )
+    frame.index = frame.index.astype(str)
+    return frame.astype(float)
+
+
+def read_predictions(path: str | Path) -> tuple[dict[str, pd.DataFrame], pd.DataFrame | None]:
+    """HP-VADE proportions from ``path``, NNLS from its ``.nnls.csv`` sibling when present,
+    and the fit table from ``.fit.csv`` when present."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"predictions file {path} does not exist; write it with `cellsmith deconvolve predict`.")
+    preds = {"HP-VADE": _read_table(path, "predictions")}
+    if sibling(path, NNLS_SUFFIX).is_file():
+        preds["NNLS"] = _read_table(sibling(path, NNLS_SUFFIX), "NNLS predictions")
+    fit = _read_table(sibling(path, FIT_SUFFIX), "fit") if sibling(path, FIT_SUFFIX).is_file() else None
+    return preds, fit
+
+
+# --------------------------------------------------------------------------- report
+def scatter_figure(comparison: Comparison):
+    """Predicted vs true proportion, one panel per compared type, one colour per method."""
+    import matplotlib.pyplot as plt
+
+    types = list(comparison.truth.columns)
+    n_cols = min(len(types), 4)
+    n_rows = int(np.ceil(len(types) / n_cols))
+    fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.2 * n_cols, 3.1 * n_rows), squeeze=False)
+    for ax, cell_type in zip(axes.ravel(), types):
+        truth = comparison.truth[cell_type]
+        top = max(float(np.nanmax(truth.to_numpy())), *(float(p[cell_type].max()) for p in comparison.preds.values()), 0.05)
+        ax.plot([0, top], [0, top], color="#999", lw=0.8, ls="--")
+        for method, pred in comparison.preds.items():
+            r = comparison.per_type.loc[(method, cell_type), "pearson"]
+            ax.scatter(truth, pred[cell_type], s=8, alpha=0.6, label=f"{method} (r {r:.3f})")
+        ax.set_title(cell_type)
+        ax.set_xlabel("true proportion")
+        ax.set_ylabel("predicted")
+        ax.legend(fontsize=7, loc="upper left")
+    for ax in axes.ravel()[len(types):]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def history_figure(history: pd.DataFrame):
+    """Training and validation total loss per epoch, and each validation loss term."""
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4))
+    for column in ("train_loss", "val_loss"):
+        if column in history:
+            rows = history[["epoch", column]].dropna()
+            left.plot(rows["epoch"], rows[column], marker=".", label=column)
+    left.set_xlabel("epoch")
+    left.set_ylabel("total loss")
+    left.set_yscale("log")
+    left.legend()
+    for column in [c for c in history.columns if c.startswith("val_") and c != "val_loss"]:
+        rows = history[["epoch", column]].dropna()
+        right.plot(rows["epoch"], rows[column], label=column.removeprefix("val_"))
+    right.set_xlabel("epoch")
+    right.set_ylabel("validation term (unweighted)")
+    right.set_yscale("log")
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def diagnostics_table(diagnostics: dict) -> pd.DataFrame:
+    """First-batch ranges and weighted loss terms as one table."""
+    rows = [{"quantity": name, **stats} for name, stats in diagnostics["ranges"].items()]
+    rows += [{"quantity": f"loss: {name} (weighted)", "mean": value} for name, value in diagnostics["weighted_loss"].items()]
+    return pd.DataFrame(rows).set_index("quantity")
+
+
+def training_report(report: Report, training: dict, history: pd.DataFrame) -> None:
+    """Append training curves, validation metrics and first-batch diagnostics to ``report``."""
+    if not history.empty:
+        report.figure(history_figure(history), caption="Training curves (best checkpoint kept by validation loss).")
+    if training.get("validation"):
+        report.text("Validation pseudo-bulks (cells never seen in training), pooled metrics:")
+        report.table(pd.DataFrame(training["validation"]).T)
+    diagnostics = training.get("diagnostics")
+    if diagnostics:
+        report.text("First-batch diagnostics: ranges of every scale and the weighted loss terms.")
+        report.table(diagnostics_table(diagnostics))
+        if diagnostics.get("dominant_term"):
+            report.text(f"warning: loss term {diagnostics['dominant_term']} dominates the others by > 1,000x.", css_class="warn")
+
+
+def evaluation_report(
+    comparison: Comparison,
+    *,
+    title: str = "Deconvolution: HP-VADE vs NNLS",
+    fit: pd.DataFrame | None = None,
+    training: dict | None = None,
+    history: pd.DataFrame | None = None,
+    save_png_dir: Path | None = None,
+) -> Report:
+    """The evaluation page: metric tables, scatter plots, fit quality and training."""
+    report = Report(title)
+    for note in comparison.notes:
+        report.text(note, css_class="note")
+    report.heading("Pooled metrics (all sample x type pairs)")
+    report.table(comparison.pooled)
+    report.heading("Per cell type")
+    report.table(comparison.per_type)
+    report.figure(
+        scatter_figure(comparison),
+        caption="Predicted vs true proportions; dashed: identity.",
+        save_png=None if save_png_dir is None else save_png_dir / "scatter.png",
+    )
+    if fit is not None:
+        report.heading("How well S p explains each bulk (R^2 in log1p(CPM/100) space)")
+        report.text(
+            "Low R^2 means the bulk holds expression the reference signature cannot produce, "
+            "e.g. a cell type absent from the reference.",
+            css_class="note",
+        )
+        report.table(fit)
+    if training:
+        report.heading("Training")
+        training_report(report, training, history if history is not None else pd.DataFrame())
+    return report

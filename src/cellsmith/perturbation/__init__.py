@@ -1,0 +1,30 @@
+"""Perturbation response: one gene space from pretraining to fine-tuning, a control-set model,
+Virtual Cell Challenge metrics against baselines.
+
+- :func:`pretrain` / :class:`PretrainedGenes`: one embedding per gene of the space;
+- :class:`PerturbationModel`: control set + target embedding -> perturbed set;
+- :class:`Baselines`: no change, perturbation mean, linear (PCA + ridge);
+- :func:`evaluate`: cell-eval metrics and the baseline-normalised score.
+"""
+
+from cellsmith._lazy import lazy_exports
+
+_EXPORTS = {
+    "BASELINES": "cellsmith.perturbation.baselines",
+    "Baselines": "cellsmith.perturbation.baselines",
+    "Evaluation": "cellsmith.perturbation.evaluate",
+    "FinetuneConfig": "cellsmith.perturbation.config",
+    "GeneRemap": "cellsmith.perturbation.remap",
+    "PerturbationModel": "cellsmith.perturbation.model",
+    "PretrainConfig": "cellsmith.perturbation.config",
+    "PretrainedGenes": "cellsmith.perturbation.pretrain",
+    "RemappedCells": "cellsmith.perturbation.remap",
+    "Screen": "cellsmith.perturbation.screen",
+    "Split": "cellsmith.perturbation.splits",
+    "evaluate": "cellsmith.perturbation.evaluate",
+    "prepare_screen": "cellsmith.perturbation.screen",
+    "pretrain": "cellsmith.perturbation.pretrain",
+    "split_screen": "cellsmith.perturbation.splits",
+}
+__all__ = list(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

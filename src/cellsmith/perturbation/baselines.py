@@ -1,0 +1,114 @@
+"""Baselines every prediction is scored beside, fitted on the training cells of a screen.
+
+- ``no_change``: the control cells themselves;
+- ``perturbation_mean``: controls plus the mean shift of the training perturbations (the
+  Virtual Cell Challenge's cell-mean baseline);
+- ``linear``: ridge regression of the training perturbations' mean shifts on gene
+  embeddings from a PCA of the training pseudobulks (lambda 0.1): a target's shift is
+  ``G W G[target] + b`` with ``G`` the genes' PCA coordinates and ``b`` the mean shift.
+
+All values are log1p(CP10k); predicted cells are clipped at 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from cellsmith.data import GeneSpace
+from cellsmith.errors import GeneSpaceError, InputError
+
+BASELINES: tuple[str, ...] = ("no_change", "perturbation_mean", "linear")
+
+
+def _mean_rows(x: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
+    return np.asarray(x[rows].mean(axis=0)).ravel()
+
+
+@dataclass
+class Baselines:
+    """Fitted baselines in a gene space.
+
+    Attributes
+    ----------
+    genespace
+        Gene order of every vector here.
+    mean_shift
+        ``(G,)`` mean over training perturbations of (perturbation mean - control mean).
+    gene_pca
+        ``(G, k)`` gene coordinates of the PCA of the training pseudobulk shifts.
+    ridge_weights
+        ``(k, k)`` ridge solution of the linear baseline.
+    """
+
+    genespace: GeneSpace
+    mean_shift: np.ndarray
+    gene_pca: np.ndarray
+    ridge_weights: np.ndarray
+
+    @classmethod
+    def fit(
+        cls,
+        x: sp.csr_matrix,
+        labels: np.ndarray,
+        *,
+        control_label: str,
+        genespace: GeneSpace,
+        n_components: int = 10,
+        ridge: float = 0.1,
+    ) -> Baselines:
+        """Fit on training cells ``x`` (log1p(CP10k), cells x genes of ``genespace``)."""
+        targets = sorted(set(labels) - {control_label})
+        if not targets:
+            raise InputError("the baselines need at least one training perturbation; got none.")
+        control = _mean_rows(x, np.flatnonzero(labels == control_label))
+        shifts = np.stack([_mean_rows(x, np.flatnonzero(labels == t)) - control for t in targets], 1)  # (G, P)
+        mean_shift = shifts.mean(1)
+        centered = shifts - mean_shift[:, None]
+        k = max(1, min(n_components, min(centered.shape) - 1))
+        u, s, _ = np.linalg.svd(centered, full_matrices=False)
+        gene_pca = u[:, :k] * s[:k]  # (G, k)
+        pert_pca = gene_pca[[genespace.index(t) for t in targets]]  # (P, k)
+        left = np.linalg.solve(gene_pca.T @ gene_pca + ridge * np.eye(k), gene_pca.T)  # (k, G)
+        right = pert_pca @ np.linalg.inv(pert_pca.T @ pert_pca + ridge * np.eye(k))  # (P, k)
+        return cls(genespace, mean_shift, gene_pca, left @ centered @ right)
+
+    def shift(self, name: str, target: str) -> np.ndarray:
+        """The ``(G,)`` shift a baseline adds to control cells for ``target``."""
+        shifts = {"no_change": self._no_change, "perturbation_mean": self._mean, "linear": self._linear}
+        if name not in shifts:
+            raise InputError(f"unknown baseline '{name}'; known: {', '.join(BASELINES)}.")
+        return shifts[name](target)
+
+    def _no_change(self, target: str) -> np.ndarray:
+        return np.zeros_like(self.mean_shift)
+
+    def _mean(self, target: str) -> np.ndarray:
+        return self.mean_shift
+
+    def _linear(self, target: str) -> np.ndarray:
+        if target not in self.genespace:
+            raise GeneSpaceError(
+                f"the linear baseline needs the target '{target}' in the gene space (digest "
+                f"{self.genespace.digest}); it is not there."
+            )
+        return self.gene_pca @ self.ridge_weights @ self.gene_pca[self.genespace.index(target)] + self.mean_shift
+
+    def predictor(self, name: str) -> Callable[[np.ndarray, str], np.ndarray]:
+        """``(controls (n, G), target) -> predicted cells (n, G)`` of one baseline."""
+        return lambda controls, target: np.clip(controls + self.shift(name, target), 0.0, None)
+
+    def save(self, path: str | Path) -> None:
+        np.savez(
+            path, genes=np.array(self.genespace.names), mean_shift=self.mean_shift,
+            gene_pca=self.gene_pca, ridge_weights=self.ridge_weights,
+        )
+
+    @classmethod
+    def load(cls, path: str | Path) -> Baselines:
+        data = np.load(path)
+        return cls(GeneSpace(data["genes"].tolist()), data["mean_shift"], data["gene_pca"], data["ridge_weights"])

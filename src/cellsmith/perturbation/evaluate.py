@@ -1,0 +1,215 @@
+"""Score predictions and baselines with cell-eval; tables, a summary and a report.
+
+The real cells are put into the prediction's gene order (by name) and on its scale
+(log1p(CP10k) over all measured genes, from raw counts); the baselines are built from the
+prediction's own control cells so that every model starts from the same controls.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from tqdm.auto import tqdm
+
+from cellsmith._logging import logger
+from cellsmith.data import GeneSpace, require_counts
+from cellsmith.errors import InputError
+from cellsmith.metrics.perturbation import REGISTRY, VCC_METRICS
+from cellsmith.perturbation.baselines import BASELINES, Baselines
+from cellsmith.perturbation.remap import GeneRemap
+from cellsmith.perturbation.screen import require_obs_column
+from cellsmith.report import Report
+
+#: The baseline every normalised score is relative to (the challenge's cell-mean baseline).
+REFERENCE = "perturbation_mean"
+
+
+@dataclass
+class Evaluation:
+    """Metrics of a prediction and its baselines.
+
+    Attributes
+    ----------
+    per_perturbation
+        Long table: ``model``, ``perturbation`` and one column per cell-eval metric.
+    summary
+        One row per model: the mean of each metric and ``normalized_score`` (cell-eval's
+        baseline-normalised score against ``perturbation_mean``; NaN without baselines).
+    real_shift, predicted_shift
+        Mean shifts (perturbation - control), perturbations x genes; predicted per model.
+    """
+
+    per_perturbation: pd.DataFrame
+    summary: pd.DataFrame
+    real_shift: pd.DataFrame
+    predicted_shift: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+
+def _mean_shift(adata: ad.AnnData, key: str, control_label: str, targets: list[str]) -> pd.DataFrame:
+    labels = adata.obs[key].astype(str).to_numpy()
+    x = adata.X
+
+    def mean(label: str) -> np.ndarray:
+        return np.asarray(x[labels == label].mean(axis=0)).ravel()
+
+    control = mean(control_label)
+    return pd.DataFrame([mean(t) - control for t in targets], index=targets, columns=adata.var_names)
+
+
+def real_in_prediction_space(
+    real: ad.AnnData, pred: ad.AnnData, *, perturbation_key: str, control_label: str
+) -> ad.AnnData:
+    """Real raw-count cells of the predicted perturbations, as log1p(CP10k) in ``pred``'s genes."""
+    require_obs_column(real, perturbation_key, "perturbation")
+    predicted = set(pred.obs[perturbation_key].astype(str))
+    labels = real.obs[perturbation_key].astype(str).to_numpy()
+    absent = sorted(predicted - set(labels))
+    if absent:
+        raise InputError(
+            f"the real data have no cells of {', '.join(absent[:8])}, which the prediction holds; "
+            "evaluate against a file with those perturbations (e.g. heldout_real.h5ad of the model)."
+        )
+    keep = np.isin(labels, list(predicted))
+    counts = sp.csr_matrix(require_counts(real))[keep]
+    space = GeneSpace(pred.var_names)
+    remap = GeneRemap(space, list(real.var_names), name="real data")
+    if remap.n_mapped < len(space):
+        raise InputError(
+            f"the real data lack {len(space) - remap.n_mapped} of the {len(space)} predicted genes; "
+            "evaluate against the screen the model was fine-tuned on."
+        )
+    return ad.AnnData(
+        X=remap.transform(counts).toarray(), obs=real.obs.iloc[np.flatnonzero(keep)][[perturbation_key]].copy(),
+        var=pd.DataFrame(index=pred.var_names.copy()),
+    )
+
+
+def baseline_predictions(
+    pred: ad.AnnData, baselines: Baselines, *, perturbation_key: str, control_label: str, seed: int = 0
+) -> dict[str, ad.AnnData]:
+    """Each baseline's prediction with the same targets, cell numbers and control cells as ``pred``."""
+    if list(baselines.genespace.names) != list(pred.var_names):
+        raise InputError(
+            f"the baselines were fitted in gene space {baselines.genespace.digest}, the prediction has "
+            f"other genes (digest {GeneSpace(pred.var_names).digest}); use the model that made it."
+        )
+    labels = pred.obs[perturbation_key].astype(str).to_numpy()
+    x = np.asarray(pred.X.toarray() if sp.issparse(pred.X) else pred.X)
+    controls = x[labels == control_label]
+    out = {}
+    for name in BASELINES:
+        rng = np.random.default_rng(seed)
+        predict = baselines.predictor(name)
+        values = x.copy()
+        for target in sorted(set(labels) - {control_label}):
+            at = np.flatnonzero(labels == target)
+            values[at] = predict(controls[rng.choice(len(controls), at.size)], target)
+        out[name] = ad.AnnData(X=values.astype(np.float32), obs=pred.obs[[perturbation_key]].copy(), var=pred.var.copy())
+    return out
+
+
+def evaluate(
+    predictions: Mapping[str, ad.AnnData],
+    real: ad.AnnData,
+    *,
+    perturbation_key: str = "target_gene",
+    control_label: str = "non-targeting",
+    num_threads: int = 1,
+) -> Evaluation:
+    """Run cell-eval on every prediction (``{name: AnnData}``, e.g. ``{"model": pred, **baselines}``)
+    against ``real`` (log1p(CP10k), same genes); normalised scores are relative to
+    ``perturbation_mean`` when it is one of the predictions."""
+    if not predictions:
+        raise InputError("nothing to evaluate: no prediction given.")
+    tables, aggregates, real_de = [], {}, None
+    with tempfile.TemporaryDirectory(prefix="cell_eval_") as scratch:
+        for name, pred in tqdm(predictions.items(), desc="cell-eval", leave=False):
+            logger.info("cell-eval: scoring %s", name)
+            result = REGISTRY.get("cell_eval")(
+                pred, real, perturbation_key=perturbation_key, control_label=control_label,
+                real_de=real_de, work_dir=Path(scratch) / name, num_threads=num_threads,
+            )
+            real_de = result.real_de
+            tables.append(result.per_perturbation.assign(model=name))
+            aggregates[name] = result.aggregate
+    per_perturbation = pd.concat(tables).reset_index().rename(columns={"index": "perturbation"})
+    per_perturbation = per_perturbation[["model", "perturbation", *[m for m in VCC_METRICS if m in per_perturbation]]]
+    summary = per_perturbation.drop(columns="perturbation").groupby("model", sort=False).mean()
+    summary["normalized_score"] = np.nan
+    if REFERENCE in aggregates:
+        score = REGISTRY.get("normalized_score")
+        for name, agg in aggregates.items():
+            summary.loc[name, "normalized_score"] = score(agg, aggregates[REFERENCE])["avg_score"]
+    targets = sorted(set(per_perturbation["perturbation"]))
+    return Evaluation(
+        per_perturbation=per_perturbation,
+        summary=summary,
+        real_shift=_mean_shift(real, perturbation_key, control_label, targets),
+        predicted_shift={n: _mean_shift(p, perturbation_key, control_label, targets) for n, p in predictions.items()},
+    )
+
+
+def shift_figure(evaluation: Evaluation, model: str = "model"):
+    """Predicted vs real mean shift of the best, median and worst perturbation of ``model``
+    (ranked by the correlation of the shifts)."""
+    import matplotlib.pyplot as plt
+
+    corr = REGISTRY.get("mean_shift_pearson")
+    predicted = evaluation.predicted_shift[model]
+    ranking = pd.Series(
+        {t: corr(predicted.loc[t].to_numpy(), evaluation.real_shift.loc[t].to_numpy()) for t in predicted.index}
+    ).fillna(-1.0).sort_values(ascending=False)
+    picks = {"best": ranking.index[0], "median": ranking.index[len(ranking) // 2], "worst": ranking.index[-1]}
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
+    reference = evaluation.predicted_shift.get(REFERENCE)
+    for ax, (which, target) in zip(axes, picks.items()):
+        real = evaluation.real_shift.loc[target].to_numpy()
+        if reference is not None:
+            ax.scatter(real, reference.loc[target].to_numpy(), s=6, c="#bbb", label=REFERENCE)
+        ax.scatter(real, predicted.loc[target].to_numpy(), s=8, c="#c33", label=model)
+        lim = np.abs(np.concatenate([real, predicted.loc[target].to_numpy()])).max() * 1.05 + 1e-6
+        ax.plot([-lim, lim], [-lim, lim], lw=0.8, c="#333")
+        ax.set_title(f"{which}: {target} (r = {ranking[target]:.2f})")
+        ax.set_xlabel("real mean shift (log1p CP10k)")
+    axes[0].set_ylabel("predicted mean shift")
+    axes[0].legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def write_evaluation(evaluation: Evaluation, out_dir: Path, *, title: str, notes: list[str] = ()) -> Report:
+    """Write ``per_perturbation.csv``, ``summary.csv``, ``mean_shift.png`` and ``report.html``."""
+    evaluation.per_perturbation.to_csv(out_dir / "per_perturbation.csv", index=False)
+    evaluation.summary.to_csv(out_dir / "summary.csv")
+    report = Report(title)
+    for note in notes:
+        report.text(note)
+    report.text(
+        "cell-eval (Virtual Cell Challenge metrics): mae of pseudobulks (lower is better), "
+        "discrimination_score_l1 and overlap_at_N (higher is better); normalized_score is cell-eval's "
+        f"baseline-normalised score against {REFERENCE} (0 = no better than that baseline)."
+    )
+    report.heading("Scores side by side", 3)
+    report.table(evaluation.summary)
+    report.heading("Per perturbation", 3)
+    for metric in VCC_METRICS:
+        if metric in evaluation.per_perturbation:
+            wide = evaluation.per_perturbation.pivot(index="perturbation", columns="model", values=metric)
+            report.text(metric)
+            report.table(wide[list(evaluation.summary.index)])
+    if "model" in evaluation.predicted_shift:
+        report.figure(
+            shift_figure(evaluation),
+            caption="Predicted vs real mean shift per gene for the best, median and worst perturbation "
+            f"of the model (grey: {REFERENCE} baseline).",
+            save_png=out_dir / "mean_shift.png",
+        )
+    report.write(out_dir / "report.html")
+    return report

@@ -1,0 +1,102 @@
+"""Pretrain -> fine-tune -> predict -> evaluate end to end, with and without pretraining.
+
+Used by the demo (small) and the simulated benchmark (acceptance size). The simulated screen
+and the pretraining cells come from one call of :func:`cellsmith.data.simulate.singlecell`,
+so they share the generator's co-expression programs: half of the control cells (a disjoint
+set) is the pretraining data, the rest stays in the screen.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from cellsmith.data import GeneSpace, cross_dataset_hvg, perturbed_genes, simulate
+from cellsmith.perturbation.config import FinetuneConfig, PretrainConfig
+from cellsmith.perturbation.evaluate import Evaluation
+from cellsmith.perturbation.pretrain import PretrainedGenes
+from cellsmith.perturbation.workflow import HELDOUT_CONTROLS, HELDOUT_REAL, run_evaluate, run_finetune, run_predict, run_pretrain
+
+
+@dataclass
+class Comparison:
+    """The evaluation with pretrained embeddings (model and baselines) and without."""
+
+    pretrained: Evaluation
+    random: Evaluation
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> pd.DataFrame:
+        table = self.pretrained.summary.rename(index={"model": "model (pretrained)"})
+        ablation = self.random.summary.loc[["model"]].rename(index={"model": "model (random embeddings)"})
+        return pd.concat([table.iloc[:1], ablation, table.iloc[1:]])
+
+
+def simulated_screen_and_pretraining(
+    *, n_cells: int, n_genes: int, n_targets: int, seed: int
+) -> tuple[ad.AnnData, ad.AnnData]:
+    """A simulated screen and disjoint unperturbed cells of the same generator (raw counts)."""
+    cells = simulate.singlecell(
+        n_cells, n_genes, cell_types=1, donors=2, perturbations=n_targets, control_fraction=0.5, seed=seed
+    )
+    controls = np.flatnonzero(cells.obs["target_gene"].astype(str).to_numpy() == simulate.CONTROL_LABEL)
+    to_pretrain = np.random.default_rng(seed).permutation(controls)[: controls.size // 2]
+    is_pretrain = np.isin(np.arange(cells.n_obs), to_pretrain)
+    unperturbed = cells[is_pretrain].copy()
+    del unperturbed.obs["target_gene"]
+    return cells[~is_pretrain].copy(), unperturbed
+
+
+def shared_space_and_pretraining(
+    screen: ad.AnnData,
+    unperturbed: dict[str, ad.AnnData],
+    out_dir: Path,
+    *,
+    n_top: int,
+    config: PretrainConfig,
+) -> tuple[GeneSpace, PretrainedGenes]:
+    """Cross-dataset HVGs (targets as priority genes) written to ``out_dir/hvg``; gene
+    embeddings pretrained on ``unperturbed`` written to ``out_dir/pretrain``."""
+    targets = perturbed_genes(screen.obs["target_gene"], simulate.CONTROL_LABEL)
+    selection = cross_dataset_hvg({**unperturbed, "screen": screen}, n_top=n_top, priority_genes=targets)
+    selection.write(out_dir / "hvg")
+    run_pretrain(unperturbed, selection.genespace, out_dir / "pretrain", config=config)
+    return selection.genespace, PretrainedGenes.load(out_dir / "pretrain")
+
+
+def compare(
+    screen: ad.AnnData,
+    space: GeneSpace,
+    pretrained: PretrainedGenes,
+    out_dir: Path,
+    *,
+    config: FinetuneConfig,
+    split: str = "heldout-perturbations",
+    cells_per_target: int = 100,
+    num_threads: int = 1,
+) -> Comparison:
+    """Fine-tune with pretrained and with random embeddings, predict the held-out cells, and
+    evaluate both beside the baselines; wall times per step in ``Comparison.seconds``."""
+    evaluations, seconds = {}, {}
+    for name, prior in (("pretrained", pretrained), ("random", None)):
+        model_dir = out_dir / f"model_{name}"
+        start = time.perf_counter()
+        _, parts = run_finetune(screen, space, model_dir, config=config, pretrained=prior, split=split)
+        pred = run_predict(
+            model_dir, ad.read_h5ad(model_dir / HELDOUT_CONTROLS), parts.test_targets,
+            out_dir / f"pred_{name}.h5ad", cells_per_target=cells_per_target,
+        )
+        seconds[f"finetune+predict ({name})"] = time.perf_counter() - start
+        start = time.perf_counter()
+        evaluations[name] = run_evaluate(
+            pred, ad.read_h5ad(model_dir / HELDOUT_REAL), out_dir / f"eval_{name}",
+            baselines_from=model_dir, num_threads=num_threads,
+        )
+        n_baselines = len(evaluations[name].summary) - 1
+        seconds[f"cell-eval, model + {n_baselines} baselines ({name})"] = time.perf_counter() - start
+    return Comparison(evaluations["pretrained"], evaluations["random"], seconds)

@@ -1,0 +1,160 @@
+"""The four steps of the CLI as functions: pretrain, fine-tune, predict, evaluate.
+
+Each reads its inputs, checks them all before any work, and writes its output folder or file
+atomically (nothing is left behind when it fails).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+
+from cellsmith._logging import logger
+from cellsmith.data import GeneSpace, HVGSelection
+from cellsmith.errors import InputError
+from cellsmith.perturbation.baselines import Baselines
+from cellsmith.perturbation.config import FinetuneConfig, PretrainConfig
+from cellsmith.perturbation.evaluate import (
+    Evaluation,
+    baseline_predictions,
+    evaluate,
+    real_in_prediction_space,
+    write_evaluation,
+)
+from cellsmith.perturbation.model import PerturbationModel
+from cellsmith.perturbation.pretrain import PretrainedGenes, pretrain
+from cellsmith.perturbation.scvi_baseline import scvi_prediction, train_scvi_baseline
+from cellsmith.perturbation.screen import prepare_screen
+from cellsmith.perturbation.splits import Split, split_screen
+from cellsmith.report import atomic_output_dir, write_atomic
+
+HELDOUT_REAL = "heldout_real.h5ad"
+HELDOUT_CONTROLS = "heldout_controls.h5ad"
+
+
+def read_genespace(genes_dir: str | Path) -> GeneSpace:
+    """The gene space of a ``cellsmith genes hvg`` folder, with what it was built from logged."""
+    selection = HVGSelection.read(genes_dir)
+    space = selection.genespace
+    logger.info(
+        "gene space %s: %d genes, digest %s; genes mapped per dataset of the selection: %s",
+        genes_dir, len(space), space.digest, {n: d["n_mapped"] for n, d in selection.datasets.items()},
+    )
+    return space
+
+
+def run_pretrain(
+    datasets: Mapping[str, ad.AnnData], genespace: GeneSpace, out_dir: str | Path, *, config: PretrainConfig
+) -> PretrainedGenes:
+    """Pretrain gene embeddings and write ``out_dir`` (embeddings, gene space, config, logs)."""
+    with atomic_output_dir(out_dir) as tmp:
+        result = pretrain(datasets, genespace, config=config, work_dir=tmp)
+        result.save(tmp)
+    return result
+
+
+def run_finetune(
+    screen_data: ad.AnnData,
+    genespace: GeneSpace,
+    out_dir: str | Path,
+    *,
+    config: FinetuneConfig,
+    pretrained: PretrainedGenes | None = None,
+    split: str = "heldout-perturbations",
+    perturbation_key: str = "target_gene",
+    control_label: str = "non-targeting",
+) -> tuple[PerturbationModel, Split]:
+    """Fine-tune on a screen and write the model folder.
+
+    ``out_dir`` holds the model (``model.pt``, ``config.yaml``, ``genespace.json``,
+    ``model_info.json``), ``baselines.npz``, ``split.json``, ``heldout_real.h5ad`` (raw counts of
+    the test cells) and ``heldout_controls.h5ad`` (the test control cells, inputs of ``predict``).
+    """
+    model = PerturbationModel.create(
+        genespace, config, pretrained=pretrained, perturbation_key=perturbation_key, control_label=control_label
+    )
+    if screen_data.obs_names.duplicated().any():
+        raise InputError("cell names (obs_names) of the screen are not unique; run adata.obs_names_make_unique().")
+    screen = prepare_screen(
+        screen_data, genespace, perturbation_key=perturbation_key, control_label=control_label,
+        context_key=config.context_key, missing_targets=config.missing_targets, min_cells=config.min_cells,
+    )
+    parts = split_screen(
+        screen, mode=split, seed=config.seed, test_fraction=config.test_fraction, val_fraction=config.val_fraction
+    )
+    masks = parts.masks(screen.obs_names)
+    with atomic_output_dir(out_dir) as tmp:
+        model.train(screen, parts, work_dir=tmp)
+        model.save(tmp)
+        Baselines.fit(
+            screen.x[masks["train"]], screen.labels[masks["train"]], control_label=control_label,
+            genespace=genespace, n_components=config.linear_components, ridge=config.linear_ridge,
+        ).save(tmp / "baselines.npz")
+        parts.write(tmp / "split.json")
+        (tmp / "dropped_targets.json").write_text(json.dumps(screen.dropped_targets, indent=2))
+        if config.scvi_baseline:
+            train_scvi_baseline(
+                screen_data[np.asarray(parts.train_cells + parts.val_cells)].copy(), tmp,
+                perturbation_key=perturbation_key, control_label=control_label,
+                context_key=config.context_key, max_epochs=config.scvi_max_epochs, seed=config.seed,
+            )
+        test = screen_data[np.asarray(parts.test_cells)].copy()
+        test.write_h5ad(tmp / HELDOUT_REAL)
+        labels = test.obs[perturbation_key].astype(str).to_numpy()
+        test[labels == control_label].write_h5ad(tmp / HELDOUT_CONTROLS)
+    logger.info("model written to %s; test targets: %s", out_dir, ", ".join(parts.test_targets))
+    return model, parts
+
+
+def run_predict(
+    model_dir: str | Path, controls: ad.AnnData, targets: Sequence[str], out: str | Path, *,
+    cells_per_target: int = 100, seed: int = 0,
+) -> ad.AnnData:
+    """Predict and write ``out`` (h5ad in cell-eval's format; the model folder in its uns)."""
+    model = PerturbationModel.load(model_dir)
+    pred = model.predict(controls, targets, cells_per_target=cells_per_target, seed=seed)
+    pred.uns["cellsmith"]["perturbation"]["model_dir"] = str(Path(model_dir).resolve())
+    write_atomic(out, lambda tmp: pred.write_h5ad(tmp))
+    return pred
+
+
+def run_evaluate(
+    pred: ad.AnnData, real: ad.AnnData, out_dir: str | Path, *, baselines_from: str | Path | None = None,
+    num_threads: int = 1, seed: int = 0,
+) -> Evaluation:
+    """Score ``pred`` (and, with ``baselines_from`` = a model folder, its baselines) against raw-count
+    ``real``; write ``per_perturbation.csv``, ``summary.csv``, ``mean_shift.png``, ``report.html``."""
+    info = pred.uns.get("cellsmith", {}).get("perturbation", {})
+    key = "target_gene"
+    control_label = info.get("control_label", "non-targeting")
+    if key not in pred.obs:
+        raise InputError(f"the prediction has no obs column '{key}'; pass the output of `cellsmith perturb predict`.")
+    truth = real_in_prediction_space(real, pred, perturbation_key=key, control_label=control_label)
+    predictions = {"model": pred}
+    if baselines_from is not None:
+        path = Path(baselines_from) / "baselines.npz"
+        if not path.is_file():
+            raise InputError(f"{path} does not exist; pass the model folder written by `cellsmith perturb finetune`.")
+        predictions.update(
+            baseline_predictions(pred, Baselines.load(path), perturbation_key=key, control_label=control_label, seed=seed)
+        )
+        controls = Path(baselines_from) / HELDOUT_CONTROLS
+        scvi = scvi_prediction(
+            Path(baselines_from), pred, ad.read_h5ad(controls) if controls.is_file() else None,
+            perturbation_key=key, control_label=control_label, seed=seed,
+        )
+        if scvi is not None:
+            predictions["conditional_scvi"] = scvi
+    with atomic_output_dir(out_dir) as tmp:
+        evaluation = evaluate(predictions, truth, perturbation_key=key, control_label=control_label, num_threads=num_threads)
+        notes = [
+            f"{len(evaluation.real_shift)} perturbations, {truth.n_obs} real cells, {pred.n_vars} genes "
+            f"(gene space {info.get('genespace_digest', GeneSpace(pred.var_names).digest)}); "
+            f"{'pretrained' if info.get('pretrained') else 'random'} gene embeddings."
+        ]
+        write_evaluation(evaluation, tmp, title="Perturbation response: evaluation", notes=notes)
+    return evaluation

@@ -1,0 +1,59 @@
+"""``cellsmith retrieve``: the perturbation retrieval benchmark from the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+retrieve_app = typer.Typer(help="Perturbation retrieval: which perturbation produced these cells?", no_args_is_help=True)
+out = Console(soft_wrap=True)
+
+
+def _split(value: Optional[str]) -> Optional[list[str]]:
+    return None if value is None else [v.strip() for v in value.split(",") if v.strip()]
+
+
+@retrieve_app.command("run")
+def run(
+    data: Path = typer.Option(..., "--data", help="Screen as .h5ad with raw counts."),
+    perturbation_key: Optional[str] = typer.Option(None, "--perturbation-key", help="obs column of perturbation labels (default target_gene)."),
+    control_label: Optional[str] = typer.Option(None, "--control-label", help="Label of control cells (default non-targeting)."),
+    embedders: Optional[str] = typer.Option(None, "--embedders", help="Comma list: pca, logreg, scvi, foundation, head:BASE[:MODE[:LOSS]]."),
+    library: Optional[str] = typer.Option(None, "--library", help="Comma list of mean, bootstrap, raw_cell (class: rank by class probability, added for logreg)."),
+    query: Optional[str] = typer.Option(None, "--query", help="Comma list of cell, pseudobulk:N."),
+    mask: Optional[bool] = typer.Option(None, "--mask/--no-mask", help="Zero the targets' counts before normalising (default on; also runs off for the leakage gap)."),
+    seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma list of split seeds (default 42)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML with any RetrievalConfig option."),
+    foundation_checkpoint: Optional[Path] = typer.Option(None, "--foundation-checkpoint", help="scGPT checkpoint directory (args.json, vocab.json, best_model.pt)."),
+    layer: Optional[str] = typer.Option(None, "--layer", help="Layer with raw counts (default X)."),
+    out_dir: Path = typer.Option(..., "--out", help="Output folder (replaced only when the run succeeds)."),
+) -> None:
+    """Rank every perturbation for held-out cells and pseudo-bulks; write metrics.csv and a report."""
+    from cellsmith.data import read
+    from cellsmith.errors import InputError
+    from cellsmith.report import atomic_output_dir
+    from cellsmith.retrieval.config import RetrievalConfig
+    from cellsmith.retrieval.report import write_results
+    from cellsmith.retrieval.runner import run_retrieval
+
+    try:
+        seed_list = None if seeds is None else [int(s) for s in _split(seeds)]
+    except ValueError:
+        raise InputError(f"--seeds takes comma-separated integers, e.g. 42,43; got '{seeds}'.") from None
+    overrides = {
+        "perturbation_key": perturbation_key, "control_label": control_label, "embedders": _split(embedders),
+        "libraries": _split(library), "queries": _split(query), "mask": mask, "seeds": seed_list, "layer": layer,
+    }
+    cfg = RetrievalConfig.from_yaml(config, **overrides)
+    if foundation_checkpoint is not None:
+        cfg.foundation = cfg.foundation.model_copy(update={"checkpoint": foundation_checkpoint})
+    adata = read(data)
+    with atomic_output_dir(out_dir) as tmp:
+        result = run_retrieval(adata, cfg, work_dir=tmp / "heads")
+        write_results(result, tmp)
+    table = result.metrics.groupby(["embedder", "library", "query", "mask"], sort=False)[["exact_hit@1", "mrr", "ndcg@5"]].mean()
+    out.print(table.round(4).to_string())
+    out.print(f"results written to {out_dir.resolve()} (metrics.csv, rankings.csv.gz, report.html)")

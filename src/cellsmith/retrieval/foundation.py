@@ -1,0 +1,266 @@
+"""Adapter for a transformer foundation model (scGPT-style) as a retrieval embedder.
+
+Pipeline, each step one function: raw counts -> masking (:func:`mask_counts`) ->
+normalize_total 1e4 -> log1p (:meth:`ScreenCounts.log1p_cp10k`) -> per-cell value binning
+(:func:`bin_values`, 51 bins, bin 0 reserved for zeros) -> gene vocabulary mapping
+(:func:`map_genes`, coverage reported, alias map below 95%) -> the ``<cls>`` embedding.
+
+The model is anything implementing :class:`FoundationModel`: the real scGPT loaded from a
+checkpoint directory (:func:`load_scgpt`, needs the ``scgpt`` package) or, in tests, the tiny
+randomly initialised :class:`TinyFoundationModel` with the same interface.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import warnings
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from cellsmith.errors import InputError
+from cellsmith.retrieval.embedders import Embedder, TorchBackbone
+from cellsmith.retrieval.masking import RetrievalWarning, ScreenCounts
+
+#: scGPT's whole-human checkpoints use 51 value bins; bin 0 means "not expressed".
+N_BINS = 51
+SCGPT_FILES = ("args.json", "vocab.json", "best_model.pt")
+
+
+def bin_values(x: np.ndarray, n_bins: int = N_BINS) -> np.ndarray:
+    """Per-cell quantile binning: zeros -> bin 0, non-zeros -> bins 1 .. n_bins - 1.
+
+    The non-zero values of each row are cut at ``n_bins - 1`` quantiles of that row
+    (``np.quantile(nz, linspace(0, 1, n_bins - 1))``) and digitised, so the row's smallest
+    non-zero value gets bin 1 and its largest bin ``n_bins - 1``.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    out = np.zeros(x.shape, dtype=np.int64)
+    levels = np.linspace(0.0, 1.0, n_bins - 1)
+    for i, row in enumerate(x):
+        nonzero = row > 0
+        if nonzero.any():
+            edges = np.quantile(row[nonzero], levels)
+            out[i, nonzero] = np.digitize(row[nonzero], edges)
+    return out
+
+
+@dataclass(frozen=True)
+class GeneMapping:
+    """Where each input gene sits in the model vocabulary (-1: not in it) and the coverage."""
+
+    vocab_ids: np.ndarray
+    coverage_direct: float
+    coverage: float
+    aliased: dict[str, str] = field(default_factory=dict)
+
+    def report(self) -> str:
+        n = self.vocab_ids.size
+        return (
+            f"{int((self.vocab_ids >= 0).sum())}/{n} genes in the model vocabulary "
+            f"({100 * self.coverage:.1f}%; {100 * self.coverage_direct:.1f}% before {len(self.aliased)} aliases)"
+        )
+
+
+def map_genes(
+    genes: Sequence[str],
+    vocab: Mapping[str, int],
+    *,
+    aliases: Mapping[str, str] | None = None,
+    min_coverage: float = 0.95,
+) -> GeneMapping:
+    """Map gene names to vocabulary ids; below ``min_coverage`` apply an alias map.
+
+    The alias map is the user's ``aliases`` (input name -> vocabulary name) plus two safe
+    built-in rules: a case-insensitive match and the Ensembl id without its version suffix.
+    Still below ``min_coverage`` afterwards: a warning naming examples of unmapped genes.
+    """
+    genes = [str(g) for g in genes]
+    ids = np.array([vocab.get(g, -1) for g in genes], dtype=np.int64)
+    direct = float(np.mean(ids >= 0)) if genes else 0.0
+    aliased: dict[str, str] = {}
+    if direct < min_coverage:
+        by_upper = {name.upper(): name for name in vocab}
+        for i, gene in enumerate(genes):
+            if ids[i] >= 0:
+                continue
+            for candidate in ((aliases or {}).get(gene), by_upper.get(gene.upper()), gene.split(".")[0]):
+                if candidate is not None and candidate in vocab:
+                    ids[i] = vocab[candidate]
+                    aliased[gene] = candidate
+                    break
+    mapping = GeneMapping(ids, direct, float(np.mean(ids >= 0)) if genes else 0.0, aliased)
+    if mapping.coverage < min_coverage:
+        missing = [g for g, i in zip(genes, ids) if i < 0]
+        warnings.warn(
+            f"foundation model vocabulary covers only {mapping.report()}; unmapped genes are "
+            f"dropped (e.g. {', '.join(missing[:8])}). Pass an alias map (input name -> vocabulary name).",
+            RetrievalWarning,
+            stacklevel=2,
+        )
+    return mapping
+
+
+class FoundationModel(nn.Module, ABC):
+    """The interface of a foundation transformer: token ids and values in, one vector per token out."""
+
+    vocab: Mapping[str, int]
+    pad_value: float
+    embedding_dim: int
+
+    @property
+    def cls_id(self) -> int:
+        return self.vocab["<cls>"]
+
+    @abstractmethod
+    def encode(self, gene_ids: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """``gene_ids`` (B, L) long, ``values`` (B, L) float (bins) -> (B, L, embedding_dim)."""
+
+
+class TinyFoundationModel(FoundationModel):
+    """A small randomly initialised transformer with the interface of :class:`FoundationModel`
+    (gene embedding + continuous value encoder, as scGPT); for tests and smoke runs only."""
+
+    def __init__(self, vocab: Mapping[str, int], *, d_model: int = 32, n_heads: int = 2, n_layers: int = 2, pad_value: float = -2.0):
+        super().__init__()
+        self.vocab = dict(vocab)
+        self.pad_value = pad_value
+        self.embedding_dim = d_model
+        self.genes = nn.Embedding(max(self.vocab.values()) + 1, d_model)
+        self.values = nn.Sequential(nn.Linear(1, d_model), nn.ReLU(), nn.Linear(d_model, d_model))
+        layer = nn.TransformerEncoderLayer(d_model, n_heads, 2 * d_model, dropout=0.0, batch_first=True)
+        self.transformer = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
+
+    def encode(self, gene_ids, values):
+        tokens = self.genes(gene_ids) + self.values(values.unsqueeze(-1))  # (B, L, d)
+        return self.transformer(tokens)
+
+
+class _ScGPTModel(FoundationModel):
+    """The real scGPT ``TransformerModel`` behind the :class:`FoundationModel` interface."""
+
+    def __init__(self, model: nn.Module, vocab: Mapping[str, int], pad_value: float, embedding_dim: int):
+        super().__init__()
+        self.model = model
+        self.vocab = dict(vocab)
+        self.pad_value = pad_value
+        self.embedding_dim = embedding_dim
+
+    def encode(self, gene_ids, values):
+        padding = gene_ids.eq(self.vocab["<pad>"])
+        return self.model._encode(gene_ids, values, src_key_padding_mask=padding)
+
+
+def load_scgpt(checkpoint: str | Path | None) -> FoundationModel:
+    """Load scGPT from a checkpoint directory holding args.json, vocab.json and best_model.pt.
+
+    Raises
+    ------
+    InputError
+        Without a checkpoint directory, with missing files, or when the ``scgpt`` package is
+        not installed; the message says what to provide.
+    """
+    if checkpoint is None:
+        raise InputError(
+            "the foundation embedder needs a model checkpoint: pass --foundation-checkpoint DIR "
+            f"(or foundation.checkpoint in the config), a scGPT directory holding {', '.join(SCGPT_FILES)} "
+            "(e.g. the whole-human checkpoint), and install the scgpt package."
+        )
+    checkpoint = Path(checkpoint)
+    missing = [name for name in SCGPT_FILES if not (checkpoint / name).is_file()]
+    if missing:
+        raise InputError(
+            f"foundation checkpoint {checkpoint} lacks {', '.join(missing)}; a scGPT checkpoint "
+            f"directory holds {', '.join(SCGPT_FILES)}."
+        )
+    if importlib.util.find_spec("scgpt") is None:
+        raise InputError(
+            f"loading the scGPT checkpoint {checkpoint} needs the scgpt package, which is not "
+            "installed; install it (pip install scgpt) or use the pca / logreg embedders."
+        )
+    from scgpt.model import TransformerModel
+    from scgpt.utils import load_pretrained
+
+    args = json.loads((checkpoint / "args.json").read_text())
+    vocab = json.loads((checkpoint / "vocab.json").read_text())
+    for token in ("<pad>", "<cls>", "<eoc>"):
+        vocab.setdefault(token, max(vocab.values()) + 1)
+    model = TransformerModel(
+        ntoken=max(vocab.values()) + 1, d_model=args["embsize"], nhead=args["nheads"], d_hid=args["d_hid"],
+        nlayers=args["nlayers"], nlayers_cls=args.get("n_layers_cls", 3), n_cls=1, vocab=vocab,
+        dropout=args.get("dropout", 0.2), pad_token="<pad>", pad_value=args.get("pad_value", -2),
+        do_mvc=True, do_dab=False, use_batch_labels=False, domain_spec_batchnorm=False,
+        explicit_zero_prob=False, use_fast_transformer=False, pre_norm=False,
+    )
+    load_pretrained(model, torch.load(checkpoint / "best_model.pt", map_location="cpu"), verbose=False)
+    return _ScGPTModel(model.eval(), vocab, float(args.get("pad_value", -2)), int(args["embsize"]))
+
+
+class _CLSEncoder(nn.Module):
+    """bins (B, n_mapped) -> the ``<cls>`` embedding (B, d) of a :class:`FoundationModel`."""
+
+    def __init__(self, model: FoundationModel, gene_ids: np.ndarray):
+        super().__init__()
+        self.model = model
+        self.register_buffer("gene_ids", torch.as_tensor(np.concatenate([[model.cls_id], gene_ids])))
+
+    def forward(self, bins: torch.Tensor) -> torch.Tensor:
+        n = bins.shape[0]
+        values = torch.cat([torch.full((n, 1), self.model.pad_value), bins.float()], dim=1)  # (B, 1 + G)
+        return self.model.encode(self.gene_ids.expand(n, -1), values)[:, 0, :]
+
+
+class FoundationEmbedder(Embedder, TorchBackbone):
+    """The ``<cls>`` embedding of a frozen foundation model (nothing is fitted but the gene map).
+
+    Parameters
+    ----------
+    model
+        A loaded :class:`FoundationModel` (see :func:`load_scgpt`).
+    aliases
+        Input gene name -> vocabulary name, used when coverage is below ``min_coverage``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        model: FoundationModel,
+        *,
+        aliases: Mapping[str, str] | None = None,
+        n_bins: int = N_BINS,
+        min_coverage: float = 0.95,
+        batch_size: int = 64,
+    ):
+        super().__init__(name)
+        self.model = model
+        self.aliases = dict(aliases or {})
+        self.n_bins = n_bins
+        self.min_coverage = min_coverage
+        self.batch_size = batch_size
+        self.mapping: GeneMapping | None = None
+
+    def fit(self, train, labels, *, val, val_labels, seed):
+        self.mapping = map_genes(train.genes, self.model.vocab, aliases=self.aliases, min_coverage=self.min_coverage)
+        if not (self.mapping.vocab_ids >= 0).any():
+            raise InputError(f"none of the {len(train.genes)} genes is in the foundation model vocabulary; pass an alias map.")
+        return self
+
+    def features(self, counts: ScreenCounts) -> torch.Tensor:
+        kept = self.mapping.vocab_ids >= 0
+        return torch.as_tensor(bin_values(counts.log1p_cp10k()[:, kept], self.n_bins), dtype=torch.float32)
+
+    def backbone(self) -> nn.Module:
+        # A copy: fine-tuning a head must not change the frozen model other runs share.
+        return _CLSEncoder(copy.deepcopy(self.model), self.mapping.vocab_ids[self.mapping.vocab_ids >= 0])
+
+    def transform(self, counts):
+        encoder = _CLSEncoder(self.model, self.mapping.vocab_ids[self.mapping.vocab_ids >= 0]).eval()
+        with torch.no_grad():
+            return torch.cat([encoder(chunk) for chunk in self.features(counts).split(self.batch_size)]).numpy()

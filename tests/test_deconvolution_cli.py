@@ -1,0 +1,96 @@
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from cellsmith.data import normalize, simulate
+from cellsmith.deconvolution.evaluate import compare, read_mapping, read_truth
+
+
+def run_cli(*args):
+    """In a fresh process, as a user runs it (error handling of cellsmith.cli.main included)."""
+    return subprocess.run(
+        [sys.executable, "-m", "cellsmith.cli", "deconvolve", *map(str, args)], capture_output=True, text=True
+    )
+
+
+def invoke(*args):
+    """In this process (no start-up cost) for the commands expected to succeed."""
+    from typer.testing import CliRunner
+
+    from cellsmith.cli import app
+
+    result = CliRunner().invoke(app, ["deconvolve", *map(str, args)])
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("deconvolve")
+    reference = simulate.singlecell(400, 120, cell_types=("A", "B", "C"), donors=1, seed=0)
+    reference.write_h5ad(root / "ref.h5ad")
+    bulk = simulate.bulk(reference, 12, cells_per_sample=100, seed=5)
+    table = pd.DataFrame(bulk.X.T, index=bulk.var_names, columns=bulk.obs_names)  # genes x samples
+    table.to_csv(root / "bulk.csv")
+    bulk.obsm["proportions"].rename(columns={"A": "typeA"}).to_csv(root / "truth.csv")
+    config = {"n_marker_genes": None, "n_train_samples": 256, "n_val_samples": 64, "cells_per_sample": 100,
+              "max_epochs": 2, "batch_size": 64, "deconv_hidden": [32], "vae_hidden": [32], "n_latent": 8}
+    (root / "config.yaml").write_text(yaml.safe_dump(config))
+    return root
+
+
+def test_train_predict_evaluate(files):
+    model = files / "model"
+    result = invoke("train", "--reference", files / "ref.h5ad", "--cell-type-key", "cell_type",
+                    "--config", files / "config.yaml", "--out", model, "--no-progress")
+    assert "validation HP-VADE: r" in result.output and (model / "report.html").is_file()
+
+    invoke("predict", "--model", model, "--bulk", files / "bulk.csv", "--out", files / "props.csv")
+    props = pd.read_csv(files / "props.csv", index_col=0)
+    nnls = pd.read_csv(files / "props.nnls.csv", index_col=0)
+    fit = pd.read_csv(files / "props.fit.csv", index_col=0)
+    assert list(props.columns) == ["A", "B", "C"] and props.shape == nnls.shape == (12, 3)
+    np.testing.assert_allclose(props.sum(1), 1.0, rtol=1e-5)
+    assert {"r2_log_hpvade", "r2_log_nnls"} <= set(fit.columns)
+
+    (files / "map.yaml").write_text("typeA: A\nB: B\nC: C\n")
+    invoke("evaluate", "--pred", files / "props.csv", "--truth", files / "truth.csv",
+           "--map", files / "map.yaml", "--model", model, "--out", files / "eval")
+    pooled = pd.read_csv(files / "eval" / "pooled_metrics.csv", index_col=0)
+    assert list(pooled.index) == ["HP-VADE", "NNLS"] and pooled.loc["NNLS", "pearson"] > 0.9
+    assert (files / "eval" / "report.html").is_file() and (files / "eval" / "scatter.png").is_file()
+    expected = compare(
+        {"HP-VADE": props, "NNLS": nnls}, read_truth(files / "truth.csv"), mapping=read_mapping(files / "map.yaml")
+    )
+    np.testing.assert_allclose(pooled[["pearson", "mae"]], expected.pooled[["pearson", "mae"]].astype(float))
+
+
+def test_bad_input_is_a_clean_error_and_writes_nothing(files):
+    result = run_cli("train", "--reference", files / "ref.h5ad", "--cell-type-key", "celltype",
+                     "--out", files / "never_model")
+    assert result.returncode == 2 and "no obs column 'celltype'" in result.stderr
+    assert "Traceback" not in result.stderr and not (files / "never_model").exists()
+
+    bulk = pd.read_csv(files / "bulk.csv", index_col=0)
+    logged = pd.DataFrame(np.log1p(normalize.cpm(bulk.T.to_numpy())).T, index=bulk.index, columns=bulk.columns)
+    logged.to_csv(files / "logged.csv")
+    result = run_cli("predict", "--model", files / "model", "--bulk", files / "logged.csv", "--out", files / "never.csv")
+    assert result.returncode == 2 and "LOG1P" in result.stderr
+    assert not (files / "never.csv").exists() and not (files / "never.nnls.csv").exists()
+
+
+def test_hoek_truth_maps_t_cells_and_skips_neutrophils(shared_file, tmp_path):
+    path = shared_file("hoek2015_pbmc_bulk.h5ad")
+    truth = read_truth(path, "flow_fractions")
+    pred = pd.DataFrame(
+        {"B": 0.1, "CD4 T": 0.3, "CD8 T": 0.2, "NK": 0.2, "Monocyte": 0.2}, index=truth.index
+    )
+    mapping = read_mapping(None, ["Tcells=CD4 T,CD8 T", "Bcells=B", "Neutrophils=NK"])
+    result = compare({"HP-VADE": pred}, truth, mapping=mapping)
+    np.testing.assert_allclose(result.preds["HP-VADE"]["Tcells"], 0.5)
+    assert any("Neutrophils" in note for note in result.notes)
+    assert result.pooled.loc["HP-VADE", "n"] == 4  # 2 samples x (Tcells, Bcells)

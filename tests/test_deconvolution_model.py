@@ -1,0 +1,195 @@
+import logging
+import subprocess
+import sys
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from cellsmith.data import normalize, simulate
+from cellsmith.deconvolution import DeconvolutionConfig, Deconvolver, HPVADE, LossWeights
+from cellsmith.deconvolution.plan import first_batch_diagnostics
+from cellsmith.errors import GeneSpaceError, InputError, ScaleError
+
+TINY = dict(
+    n_marker_genes=None, n_train_samples=256, n_val_samples=64, cells_per_sample=100,
+    max_epochs=2, patience=0, batch_size=64, deconv_hidden=[32], vae_hidden=[32], n_latent=8,
+)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return simulate.singlecell(400, 120, cell_types=("A", "B", "C"), donors=1, seed=0)
+
+
+@pytest.fixture(scope="module")
+def trained(reference):
+    return Deconvolver.train(
+        reference, cell_type_key="cell_type", config=DeconvolutionConfig(**TINY), progress_bar=False
+    )
+
+
+def _bulk(reference, n=20, seed=3):
+    return simulate.bulk(reference, n, cells_per_sample=100, seed=seed)
+
+
+def test_signature_starts_at_mean_cpm_and_is_logged(reference, caplog):
+    with caplog.at_level(logging.INFO, logger="cellsmith"):
+        model = Deconvolver.train(
+            reference, cell_type_key="cell_type", config=DeconvolutionConfig(**{**TINY, "max_epochs": 1}),
+            progress_bar=False,
+        )
+    assert "signature S initialised from the mean CPM" in caplog.text
+    # The NNLS signature is the mean CPM of the training cells of each type (columns sum to 1e6).
+    np.testing.assert_allclose(model.reference_signature.sum(0), 1e6, rtol=1e-6)
+    module = HPVADE(torch.as_tensor(model.reference_signature, dtype=torch.float32))
+    np.testing.assert_allclose(module.signature.detach().numpy(), model.reference_signature + 1e-3, rtol=1e-4)
+    assert "first batch weighted loss terms" in caplog.text
+
+
+def test_inference_on_training_pseudobulk_equals_training_output(trained, reference):
+    labels = reference.obs["cell_type"].astype(str).to_numpy()
+    counts = reference[:, list(trained.genespace)].X
+    bulk_cpm, _ = trained._pseudobulk_tensors(counts, labels, np.arange(reference.n_obs), 16, seed=0)
+    trained.module.eval()
+    with torch.no_grad():
+        cells = normalize.log1p_normalize(counts[:8]).toarray().astype(np.float32)
+        training_path = trained.module(bulk_cpm, torch.from_numpy(cells))["proportions"].numpy()
+    as_cpm = ad.AnnData(X=bulk_cpm.numpy(), var=pd.DataFrame(index=list(trained.genespace)))
+    np.testing.assert_allclose(trained.predict(as_cpm).proportions.to_numpy(), training_path, atol=1e-6)
+    # The same samples as unnormalised linear values (CPM x 3) give the same output.
+    scaled = ad.AnnData(X=bulk_cpm.numpy() * 3, var=as_cpm.var)
+    np.testing.assert_allclose(trained.predict(scaled).proportions.to_numpy(), training_path, atol=1e-5)
+
+
+def test_predict_outputs_and_fit_quality(trained, reference):
+    bulk = _bulk(reference)
+    prediction = trained.predict(bulk)
+    for frame in (prediction.proportions, prediction.nnls):
+        assert list(frame.columns) == ["A", "B", "C"]
+        np.testing.assert_allclose(frame.sum(1), 1.0, rtol=1e-5)
+    assert bulk.obsm["proportions_hpvade"].shape == (20, 3)
+    assert (bulk.obs["fit_r2_log_nnls"] > 0.8).all()
+    # A bulk dominated by expression the reference lacks is poorly explained.
+    foreign = bulk.copy()
+    foreign.X = foreign.X + 50 * np.random.default_rng(0).poisson(50, foreign.shape)
+    assert (trained.predict(foreign).fit["r2_log_nnls"] < bulk.obs["fit_r2_log_nnls"]).all()
+
+
+def test_save_load_in_a_fresh_process(trained, reference, tmp_path):
+    trained.save(tmp_path / "model")
+    assert {"weights.pt", "config.yaml", "genespace.json", "cell_types.json", "signature.csv", "report.html"} <= {
+        p.name for p in (tmp_path / "model").iterdir()
+    }
+    bulk = _bulk(reference)
+    bulk.write_h5ad(tmp_path / "bulk.h5ad")
+    script = (
+        "import sys; from cellsmith.deconvolution import Deconvolver; from cellsmith.data import read_bulk;"
+        "m = Deconvolver.load(sys.argv[1]); m.predict(read_bulk(sys.argv[2])).proportions.to_csv(sys.argv[3])"
+    )
+    subprocess.run([sys.executable, "-c", script, tmp_path / "model", tmp_path / "bulk.h5ad", tmp_path / "p.csv"], check=True)
+    fresh = pd.read_csv(tmp_path / "p.csv", index_col=0)
+    np.testing.assert_allclose(fresh.to_numpy(), trained.predict(bulk).proportions.to_numpy(), atol=1e-6)
+
+
+def test_training_is_seeded(reference, trained):
+    again = Deconvolver.train(
+        reference, cell_type_key="cell_type", config=DeconvolutionConfig(**TINY), progress_bar=False
+    )
+    bulk = _bulk(reference)
+    np.testing.assert_allclose(again.predict(bulk).proportions, trained.predict(bulk).proportions, atol=1e-6)
+
+
+def test_dominant_loss_term_is_flagged(trained, reference):
+    labels = reference.obs["cell_type"].astype(str).to_numpy()
+    counts = reference[:, list(trained.genespace)].X
+    bulk_cpm, truth = trained._pseudobulk_tensors(counts, labels, np.arange(50), 8, seed=0)
+    cells = torch.from_numpy(normalize.log1p_normalize(counts[:8]).toarray().astype(np.float32))
+    types = torch.zeros(8, dtype=torch.long)
+    out = trained.module(bulk_cpm, cells)
+    for weights, dominant in ((LossWeights(), None), (LossWeights(bulk_recon=1e7), "bulk_recon")):
+        loss = trained.module.loss(out, bulk_cpm, truth, cells, types, weights)
+        diagnostics = first_batch_diagnostics(trained.module, out, bulk_cpm, loss, weights)
+        assert diagnostics["dominant_term"] == dominant
+    assert diagnostics["ranges"]["network_input"]["max"] < 15  # log1p(cpm/100), not raw CPM
+
+
+def test_bad_bulk_is_refused(trained, reference):
+    bulk = _bulk(reference)
+    logged = bulk.copy()
+    logged.X = np.log1p(normalize.cpm(logged.X))
+    with pytest.raises(ScaleError, match="linear only in count/CPM"):
+        trained.predict(logged)
+    with_nan = bulk.copy()
+    with_nan.X[0, 0] = np.nan
+    with pytest.raises(ScaleError, match="NaN"):
+        trained.predict(with_nan)
+    few = bulk[:, :30].copy()
+    with pytest.raises(GeneSpaceError, match="--genes-from BULK"):
+        trained.predict(few)
+
+
+def test_bad_reference_is_refused(reference, caplog):
+    config = DeconvolutionConfig(**TINY)
+    with pytest.raises(InputError, match="no obs column 'celltype'"):
+        Deconvolver.train(reference, cell_type_key="celltype", config=config)
+    logged = reference.copy()
+    logged.X = normalize.log1p_normalize(logged.X)
+    with pytest.raises(ScaleError, match="must hold raw counts"):
+        Deconvolver.train(logged, cell_type_key="cell_type", config=config)
+    one = reference.copy()
+    one.obs["cell_type"] = one.obs["cell_type"].astype(str)
+    one.obs.iloc[0, one.obs.columns.get_loc("cell_type")] = "rare"
+    with pytest.raises(InputError, match="fewer than 2 cells"):
+        Deconvolver.train(one, cell_type_key="cell_type", config=config)
+
+
+def test_genes_restriction(reference):
+    genes = list(reference.var_names[:60])
+    model = Deconvolver.train(
+        reference, cell_type_key="cell_type", genes=genes, config=DeconvolutionConfig(**{**TINY, "max_epochs": 1}),
+        progress_bar=False,
+    )
+    assert set(model.genespace) <= set(genes)
+    assert model.predict(_bulk(reference)[:, genes].copy()).proportions.shape == (20, 3)
+
+
+def test_content_weighted_reconstruction_matches_mixing_of_cells():
+    # Two types with known profiles; type B cells hold 3x the mRNA of type A cells.
+    profiles = np.array([[0.5, 0.1], [0.3, 0.1], [0.2, 0.8]])  # genes x types, columns sum to 1
+    content = np.array([1.0, 3.0])
+    module = HPVADE(torch.as_tensor(profiles * 1e6, dtype=torch.float32), mrna_content=torch.as_tensor(content))
+    cells = np.array([[30, 70], [80, 20]])  # cells of A and B per sample
+    reads = cells @ (profiles * content).T  # summed reads: each cell contributes content x profile
+    expected = reads / reads.sum(1, keepdims=True) * 1e6
+    p = torch.as_tensor(cells / cells.sum(1, keepdims=True), dtype=torch.float32)
+    np.testing.assert_allclose(module.reconstruct_bulk(p).detach().numpy(), expected, rtol=1e-4)
+    plain = HPVADE(torch.as_tensor(profiles * 1e6, dtype=torch.float32))
+    np.testing.assert_allclose(plain.reconstruct_bulk(p).detach().numpy(), p.numpy() @ profiles.T * 1e6, rtol=1e-4)
+
+
+def test_markers_must_hold_in_most_cells_and_both_halves():
+    from cellsmith.deconvolution.reference import consistent_marker_scores
+
+    rng = np.random.default_rng(0)
+    labels = np.array(["A"] * 40 + ["B"] * 40)
+    counts = rng.poisson(5.0, (80, 4)).astype(float)
+    counts[:40, 1] += 20  # gene 1: a marker of A in every A cell
+    counts[0, 2] += 5000  # gene 2: huge in one A cell only (absent from one half)
+    counts[:, 3] = 0
+    counts[:5, 3] = 500  # gene 3: detected in 5 of 40 A cells only
+    scores = consistent_marker_scores(counts, labels, ["A", "B"], min_mean_cpm=0.0, min_cell_fraction=0.3)
+    assert np.argmax(scores[:, 0]) == 1
+    assert scores[2, 0] < 0.5 * scores[1, 0]
+    assert np.isneginf(scores[3, 0])
+
+
+def test_dense_reference_counts_train(reference):
+    dense = reference.copy()
+    dense.X = dense.X.toarray()
+    model = Deconvolver.train(
+        dense, cell_type_key="cell_type", config=DeconvolutionConfig(**{**TINY, "max_epochs": 1}), progress_bar=False
+    )
+    assert model.predict(_bulk(reference)).proportions.shape == (20, 3)

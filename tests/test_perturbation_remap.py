@@ -1,0 +1,58 @@
+"""The gene space across phases: remapping by name, and refusing a different gene order."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from cellsmith.data import GeneSpace
+from cellsmith.errors import GeneSpaceError
+from cellsmith.perturbation import FinetuneConfig, PerturbationModel, PretrainConfig, PretrainedGenes, RemappedCells
+
+
+def test_remapped_pretraining_batch_equals_hand_built_expectation():
+    space = GeneSpace(["A", "B", "C"])
+    first = sp.csr_matrix(np.array([[1, 2, 3, 4], [0, 5, 5, 0]], dtype=np.float32))  # genes C X A D
+    second = sp.csr_matrix(np.array([[5, 5]], dtype=np.float32))  # genes A B
+    sources = [("first", first, ["C", "X", "A", "D"]), ("second", second, ["A", "B"])]
+    # Library size uses every gene of the source; genes outside the space are dropped after.
+    expected_x = np.log1p(
+        np.array(
+            [
+                [5000.0, 5000.0, 0.0],  # second source, row 0: C not measured
+                [3 / 10 * 1e4, 0.0, 1 / 10 * 1e4],  # first source, row 0: B not measured, X and D dropped
+                [5 / 10 * 1e4, 0.0, 0.0],  # first source, row 1
+            ]
+        )
+    )
+    expected_observed = np.array([[True, True, False], [True, False, True], [True, False, True]])
+    for cache in (False, True):
+        cells = RemappedCells(sources, space, cache=cache)
+        for _ in range(2):  # the second pass reads the cache
+            batch = cells.__getitems__([2, 0, 1])
+            np.testing.assert_allclose(batch["x"].numpy(), expected_x, rtol=1e-6)
+            np.testing.assert_array_equal(batch["observed"].numpy(), expected_observed)
+    assert cells.mapped_per_source == {"first": 2, "second": 2}
+    assert sp.issparse(cells._sources[0].counts)
+
+
+def test_fine_tuning_with_a_shuffled_gene_order_is_refused():
+    names = [f"G{i}" for i in range(20)]
+    space = GeneSpace(names)
+    pretrained = PretrainedGenes(space, np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32), PretrainConfig())
+    shuffled = GeneSpace(list(np.random.default_rng(1).permutation(names)))
+    with pytest.raises(GeneSpaceError) as err:
+        PerturbationModel.create(shuffled, FinetuneConfig(), pretrained=pretrained)
+    assert space.digest in str(err.value) and shuffled.digest in str(err.value)
+    model = PerturbationModel.create(space, FinetuneConfig(n_embed=4), pretrained=pretrained)
+    np.testing.assert_array_equal(model.module.gene_embedding.detach().numpy(), pretrained.embeddings)
+
+
+def test_pretrained_directory_round_trip_keeps_the_digest(tmp_path):
+    space = GeneSpace(["A", "B", "C"])
+    PretrainedGenes(space, np.eye(3, dtype=np.float32), PretrainConfig(), {"x": 3}).save(tmp_path)
+    loaded = PretrainedGenes.load(tmp_path)
+    assert loaded.genespace.digest == space.digest
+    np.testing.assert_array_equal(loaded.embeddings, np.eye(3))
+    GeneSpace(["A", "C", "B"]).write(tmp_path / "genespace.json")
+    with pytest.raises(GeneSpaceError, match="edited"):
+        PretrainedGenes.load(tmp_path)
