@@ -3,7 +3,6 @@ import subprocess
 import sys
 
 import anndata as ad
-import pytest
 
 from cellsmith.data import normalize
 

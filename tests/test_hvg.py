@@ -2,7 +2,6 @@ import json
 
 import anndata as ad
 import numpy as np
-import pytest
 
 from cellsmith.data import HVGSelection, cross_dataset_hvg, perturbed_genes, simulate
 

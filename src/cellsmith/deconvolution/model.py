@@ -195,7 +195,7 @@ class Deconvolver:
         return torch.from_numpy(log_cells), torch.from_numpy(codes)
 
     def _fit(self, counts, labels, train_cells, val_cells, *, progress_bar: bool) -> None:
-        from cellsmith.nn import make_trainer
+        from cellsmith.nn import load_best_weights, make_trainer, torch_threads
 
         config = self.config
         train_bulk = self._pseudobulk_tensors(counts, labels, train_cells, config.n_train_samples, config.seed)
@@ -223,21 +223,16 @@ class Deconvolver:
         )
         val_loader = DataLoader(TensorDataset(*val_bulk), batch_size=config.batch_size)
         work = Path(tempfile.mkdtemp(prefix="cellsmith_deconvolve_"))
-        threads = torch.get_num_threads()
-        torch.set_num_threads(config.torch_threads)
         try:
             trainer = make_trainer(
                 work, max_epochs=config.max_epochs, patience=config.patience, progress_bar=progress_bar
             )
             plan.train()  # the module is kept in eval mode outside training
-            trainer.fit(plan, train_loader, val_loader)
-            best = trainer.checkpoint_callback.best_model_path
-            if best:
-                state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
-                plan.load_state_dict(state)
+            with torch_threads(config.torch_threads):
+                trainer.fit(plan, train_loader, val_loader)
+            load_best_weights(trainer, plan)
             self.history = _epoch_history(work / "logs" / "metrics.csv")
         finally:
-            torch.set_num_threads(threads)
             shutil.rmtree(work, ignore_errors=True)
         self.module.eval()
         val_pred = self._predict_cpm(val_bulk[0].numpy())

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
@@ -75,3 +78,30 @@ def make_trainer(
         num_sanity_val_steps=0,
         **trainer_kwargs,
     )
+
+
+def load_best_weights(trainer: L.Trainer, module: L.LightningModule) -> bool:
+    """Load the best checkpoint of ``trainer`` into ``module`` (early stopping keeps training a
+    few epochs past the best one); return whether there was one."""
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if not best:
+        return False
+    state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+    module.load_state_dict(state)
+    return True
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Run a block with ``n`` torch CPU threads (unchanged when None), then restore the setting.
+
+    The workflows' small batches run faster on one thread than on threads that wait for each
+    other when the cores are shared; each config exposes the number.
+    """
+    previous = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)

@@ -14,7 +14,7 @@ import torch
 from cellsmith._logging import logger, seed_everything
 from cellsmith.data import GeneSpace, require_counts
 from cellsmith.errors import GeneSpaceError, InputError
-from cellsmith.nn import make_trainer
+from cellsmith.nn import load_best_weights, make_trainer
 from cellsmith.perturbation.config import FinetuneConfig
 from cellsmith.perturbation.pretrain import PretrainedGenes
 from cellsmith.perturbation.remap import GeneRemap, collate_batch
@@ -117,9 +117,7 @@ class PerturbationModel:
             patience=cfg.patience, progress_bar=cfg.progress_bar,
         )
         trainer.fit(plan, loader("train", cfg.steps_per_epoch * cfg.pairs_per_batch, False), val)
-        best = trainer.checkpoint_callback.best_model_path
-        if best:
-            plan.load_state_dict(torch.load(best, weights_only=False)["state_dict"])
+        load_best_weights(trainer, plan)
         self.module.eval()
 
     def _check_targets(self, targets: Sequence[str]) -> None:

@@ -17,7 +17,7 @@ import torch
 from cellsmith._logging import logger, seed_everything
 from cellsmith.data import GeneSpace, require_counts
 from cellsmith.errors import GeneSpaceError, InputError
-from cellsmith.nn import make_trainer
+from cellsmith.nn import load_best_weights, make_trainer
 from cellsmith.perturbation.config import PretrainConfig
 from cellsmith.perturbation.plan import LossPlan, set_threads
 from cellsmith.perturbation.pretrain_module import GeneEmbeddingAE
@@ -148,8 +148,6 @@ def pretrain(
         progress_bar=config.progress_bar,
     )
     trainer.fit(plan, loader(train_rows, True), loader(val_rows, False) if has_val else None)
-    best = trainer.checkpoint_callback.best_model_path
-    if best:
-        plan.load_state_dict(torch.load(best, weights_only=False)["state_dict"])
+    load_best_weights(trainer, plan)
     embeddings = module.gene_embedding.detach().numpy().astype(np.float32)
     return PretrainedGenes(genespace, embeddings, config, cells.mapped_per_source)

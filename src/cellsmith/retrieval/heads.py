@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Sampler, TensorDataset
 
 from cellsmith._logging import seed_everything
 from cellsmith.config import CellsmithConfig
-from cellsmith.nn import make_trainer, mlp
+from cellsmith.nn import load_best_weights, make_trainer, mlp
 from cellsmith.retrieval.embedders import Embedder, TorchBackbone
 
 HeadMode = Literal["head", "finetune"]
@@ -235,10 +235,7 @@ class HeadEmbedder(Embedder):
                 patience=cfg.patience, progress_bar=cfg.progress_bar,
             )
             trainer.fit(plan, train_loader, val_loader)
-            best = trainer.checkpoint_callback.best_model_path
-            if best:
-                state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
-                plan.load_state_dict(state)
+            load_best_weights(trainer, plan)
             self.best_val_hit1 = float(trainer.checkpoint_callback.best_model_score or float("nan"))
         self.epochs_trained = trainer.current_epoch
         self.module = copy.deepcopy(plan.module).eval()

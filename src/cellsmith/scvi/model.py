@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import anndata as ad
@@ -26,7 +25,7 @@ import torch
 from cellsmith._logging import logger, seed_everything
 from cellsmith.data import GeneSpace, normalize
 from cellsmith.errors import InputError
-from cellsmith.nn import make_trainer
+from cellsmith.nn import load_best_weights, make_trainer, torch_threads
 from cellsmith.report import write_atomic
 from cellsmith.scvi.batches import FIXED_EPOCH, ControlPairing, EpochBatches, epoch_rng
 from cellsmith.scvi.config import SCVIConfig
@@ -44,18 +43,6 @@ from cellsmith.scvi.plan import SCVIPlan
 
 _WEIGHTS, _CONFIG, _SETUP, _GENES, _HISTORY = "model.pt", "config.yaml", "setup.json", "genespace.json", "history.csv"
 _EVAL_BATCH = 1024
-
-
-@contextmanager
-def torch_threads(n: int | None) -> Iterator[None]:
-    """Run a block with ``n`` torch threads (unchanged when None), then restore the setting."""
-    previous = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 class ConditionalSCVI:
@@ -203,11 +190,8 @@ class ConditionalSCVI:
                     warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
                 trainer.fit(plan, train_dataloaders=loaders["train"], val_dataloaders=loaders["validation"], ckpt_path=ckpt)
             self.history = _merge_history(earlier, _read_history(run_dir / "logs" / "metrics.csv"))
-            best = trainer.checkpoint_callback.best_model_path
-            if self.config.patience > 0 and best:
-                # with early stopping, keep the weights of the best validation epoch
-                state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
-                plan.load_state_dict(state)
+            if self.config.patience > 0:  # with early stopping, keep the best validation epoch
+                load_best_weights(trainer, plan)
         self.module.eval()
         return self
 
