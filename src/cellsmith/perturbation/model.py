@@ -14,14 +14,14 @@ import torch
 from cellsmith._logging import logger, seed_everything
 from cellsmith.data import GeneSpace, require_counts
 from cellsmith.errors import GeneSpaceError, InputError
-from cellsmith.nn import load_best_weights, make_trainer
+from cellsmith.nn import load_best_weights, make_trainer, torch_threads
 from cellsmith.perturbation.config import FinetuneConfig
 from cellsmith.perturbation.pretrain import PretrainedGenes
 from cellsmith.perturbation.remap import GeneRemap, collate_batch
 from cellsmith.perturbation.saved import read_info, write_info
 from cellsmith.perturbation.screen import Screen
 from cellsmith.perturbation.set_data import SetPairs
-from cellsmith.perturbation.plan import LossPlan, set_threads
+from cellsmith.perturbation.plan import LossPlan
 from cellsmith.perturbation.set_module import ControlSetResponse
 from cellsmith.perturbation.splits import Split
 
@@ -87,38 +87,38 @@ class PerturbationModel:
         """Fine-tune on the training cells of ``split``; early stopping on its validation cells."""
         cfg = self.config
         seed_everything(cfg.seed)
-        set_threads(cfg.num_threads)
-        masks = split.masks(screen.obs_names)
-        self.train_targets = list(split.train_targets)
-        logger.info(
-            "fine-tuning on %d cells, %d perturbations, in %d genes (digest %s); %s",
-            int(masks["train"].sum()), len(split.train_targets), len(self.genespace), self.genespace.digest,
-            "pretrained gene embeddings" if self.pretrained_digest else "random gene embeddings",
-        )
-
-        def loader(part: str, n_items: int, fixed: bool) -> torch.utils.data.DataLoader:
-            pairs = SetPairs(
-                screen, np.flatnonzero(masks[part]), self.genespace, set_size=cfg.set_size,
-                n_items=n_items, seed=cfg.seed + fixed, fixed=fixed,
+        with torch_threads(cfg.num_threads):
+            masks = split.masks(screen.obs_names)
+            self.train_targets = list(split.train_targets)
+            logger.info(
+                "fine-tuning on %d cells, %d perturbations, in %d genes (digest %s); %s",
+                int(masks["train"].sum()), len(split.train_targets), len(self.genespace), self.genespace.digest,
+                "pretrained gene embeddings" if self.pretrained_digest else "random gene embeddings",
             )
-            return torch.utils.data.DataLoader(pairs, batch_size=cfg.pairs_per_batch, collate_fn=collate_batch)
 
-        has_val = bool(masks["val"].any()) and bool(set(screen.labels[masks["val"]]) - {screen.control_label})
-        val = loader("val", 4 * cfg.pairs_per_batch, True) if has_val else None
-        observed = torch.from_numpy(screen.observed)
-        module = self.module
-        plan = LossPlan(
-            module,
-            lambda b: module.loss(b["controls"], b["perturbed"], b["target"], observed, cfg.mean_weight),
-            learning_rate=cfg.learning_rate,
-        )
-        trainer = make_trainer(
-            work_dir, max_epochs=cfg.max_epochs, monitor="val_loss" if has_val else "train_loss",
-            patience=cfg.patience, progress_bar=cfg.progress_bar,
-        )
-        trainer.fit(plan, loader("train", cfg.steps_per_epoch * cfg.pairs_per_batch, False), val)
-        load_best_weights(trainer, plan)
-        self.module.eval()
+            def loader(part: str, n_items: int, fixed: bool) -> torch.utils.data.DataLoader:
+                pairs = SetPairs(
+                    screen, np.flatnonzero(masks[part]), self.genespace, set_size=cfg.set_size,
+                    n_items=n_items, seed=cfg.seed + fixed, fixed=fixed,
+                )
+                return torch.utils.data.DataLoader(pairs, batch_size=cfg.pairs_per_batch, collate_fn=collate_batch)
+
+            has_val = bool(masks["val"].any()) and bool(set(screen.labels[masks["val"]]) - {screen.control_label})
+            val = loader("val", 4 * cfg.pairs_per_batch, True) if has_val else None
+            observed = torch.from_numpy(screen.observed)
+            module = self.module
+            plan = LossPlan(
+                module,
+                lambda b: module.loss(b["controls"], b["perturbed"], b["target"], observed, cfg.mean_weight),
+                learning_rate=cfg.learning_rate,
+            )
+            trainer = make_trainer(
+                work_dir, max_epochs=cfg.max_epochs, monitor="val_loss" if has_val else "train_loss",
+                patience=cfg.patience, progress_bar=cfg.progress_bar,
+            )
+            trainer.fit(plan, loader("train", cfg.steps_per_epoch * cfg.pairs_per_batch, False), val)
+            load_best_weights(trainer, plan)
+            self.module.eval()
 
     def _check_targets(self, targets: Sequence[str]) -> None:
         missing = [t for t in targets if t not in self.genespace]
@@ -180,27 +180,27 @@ class PerturbationModel:
         if cells_per_target < 1:
             raise InputError(f"--cells-per-target must be at least 1, got {cells_per_target}.")
         x, contexts = self.controls_in_space(controls, counts_layer=counts_layer)
-        set_threads(self.config.num_threads)
-        rng = np.random.default_rng(seed)
-        torch.manual_seed(seed)
-        blocks = [self.predict_cells(x, contexts, t, n_cells=cells_per_target, rng=rng) for t in targets]
-        labels = [t for t in targets for _ in range(cells_per_target)] + [self.control_label] * x.shape[0]
-        pred = ad.AnnData(
-            X=np.vstack([*blocks, x]).astype(np.float32),
-            obs=pd.DataFrame({"target_gene": pd.Categorical(labels)}, index=[f"pred{i}" for i in range(len(labels))]),
-            var=pd.DataFrame(index=list(self.genespace.names)),
-        )
-        pred.obs["context"] = np.concatenate([np.repeat("predicted", len(targets) * cells_per_target), contexts])
-        pred.uns["cellsmith"] = {
-            "perturbation": {
-                "genespace_digest": self.genespace.digest,
-                "targets": list(targets),
-                "control_label": self.control_label,
-                "train_targets": self.train_targets,
-                "pretrained": self.pretrained_digest is not None,
+        with torch_threads(self.config.num_threads):
+            rng = np.random.default_rng(seed)
+            torch.manual_seed(seed)
+            blocks = [self.predict_cells(x, contexts, t, n_cells=cells_per_target, rng=rng) for t in targets]
+            labels = [t for t in targets for _ in range(cells_per_target)] + [self.control_label] * x.shape[0]
+            pred = ad.AnnData(
+                X=np.vstack([*blocks, x]).astype(np.float32),
+                obs=pd.DataFrame({"target_gene": pd.Categorical(labels)}, index=[f"pred{i}" for i in range(len(labels))]),
+                var=pd.DataFrame(index=list(self.genespace.names)),
+            )
+            pred.obs["context"] = np.concatenate([np.repeat("predicted", len(targets) * cells_per_target), contexts])
+            pred.uns["cellsmith"] = {
+                "perturbation": {
+                    "genespace_digest": self.genespace.digest,
+                    "targets": list(targets),
+                    "control_label": self.control_label,
+                    "train_targets": self.train_targets,
+                    "pretrained": self.pretrained_digest is not None,
+                }
             }
-        }
-        return pred
+            return pred
 
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)

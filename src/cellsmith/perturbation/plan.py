@@ -50,10 +50,3 @@ class LossPlan(L.LightningModule):
     def configure_optimizers(self):
         params = [p for p in self.module.parameters() if p.requires_grad]
         return torch.optim.AdamW(params, lr=self.learning_rate, weight_decay=1e-4)
-
-
-def set_threads(num_threads: int | None) -> None:
-    """Use ``num_threads`` torch CPU threads (None: leave torch's setting). Small batches run
-    far faster on one thread than on threads that wait for each other on a shared machine."""
-    if num_threads is not None:
-        torch.set_num_threads(num_threads)

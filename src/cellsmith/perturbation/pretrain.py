@@ -17,9 +17,9 @@ import torch
 from cellsmith._logging import logger, seed_everything
 from cellsmith.data import GeneSpace, require_counts
 from cellsmith.errors import GeneSpaceError, InputError
-from cellsmith.nn import load_best_weights, make_trainer
+from cellsmith.nn import load_best_weights, make_trainer, torch_threads
 from cellsmith.perturbation.config import PretrainConfig
-from cellsmith.perturbation.plan import LossPlan, set_threads
+from cellsmith.perturbation.plan import LossPlan
 from cellsmith.perturbation.pretrain_module import GeneEmbeddingAE
 from cellsmith.perturbation.remap import RemappedCells, collate_batch
 from cellsmith.perturbation.saved import read_info, write_info
@@ -115,39 +115,39 @@ def pretrain(
     if not datasets:
         raise InputError("pretraining needs at least one dataset; got none.")
     seed_everything(config.seed)
-    set_threads(config.num_threads)
-    sources = [(name, require_counts(a, layer=counts_layer), list(a.var_names)) for name, a in datasets.items()]
-    cells = RemappedCells(sources, genespace, cache=config.cache)
-    if len(cells) < 2:
-        raise InputError(f"pretraining needs at least 2 cells; the datasets hold {len(cells)}.")
-    logger.info(
-        "pretraining on %d cells in %d genes (digest %s); mapped per source: %s",
-        len(cells), len(genespace), genespace.digest, cells.mapped_per_source,
-    )
-    mean, sd = cells.gene_moments()
-    module = GeneEmbeddingAE(
-        len(genespace), config.n_embed, config.hidden,
-        gene_mean=torch.from_numpy(mean), gene_sd=torch.from_numpy(sd),
-    )
-    plan = LossPlan(
-        module, lambda batch: module.loss(batch["x"], batch["observed"], config.mask_fraction),
-        learning_rate=config.learning_rate,
-    )
-    train_rows, val_rows = _split_rows(len(cells), config.val_fraction, config.seed)
+    with torch_threads(config.num_threads):
+        sources = [(name, require_counts(a, layer=counts_layer), list(a.var_names)) for name, a in datasets.items()]
+        cells = RemappedCells(sources, genespace, cache=config.cache)
+        if len(cells) < 2:
+            raise InputError(f"pretraining needs at least 2 cells; the datasets hold {len(cells)}.")
+        logger.info(
+            "pretraining on %d cells in %d genes (digest %s); mapped per source: %s",
+            len(cells), len(genespace), genespace.digest, cells.mapped_per_source,
+        )
+        mean, sd = cells.gene_moments()
+        module = GeneEmbeddingAE(
+            len(genespace), config.n_embed, config.hidden,
+            gene_mean=torch.from_numpy(mean), gene_sd=torch.from_numpy(sd),
+        )
+        plan = LossPlan(
+            module, lambda batch: module.loss(batch["x"], batch["observed"], config.mask_fraction),
+            learning_rate=config.learning_rate,
+        )
+        train_rows, val_rows = _split_rows(len(cells), config.val_fraction, config.seed)
 
-    def loader(rows: np.ndarray, shuffle: bool) -> torch.utils.data.DataLoader:
-        subset = torch.utils.data.Subset(cells, rows)
-        return torch.utils.data.DataLoader(subset, batch_size=config.batch_size, shuffle=shuffle, collate_fn=collate_batch)
+        def loader(rows: np.ndarray, shuffle: bool) -> torch.utils.data.DataLoader:
+            subset = torch.utils.data.Subset(cells, rows)
+            return torch.utils.data.DataLoader(subset, batch_size=config.batch_size, shuffle=shuffle, collate_fn=collate_batch)
 
-    has_val = val_rows.size > 0
-    trainer = make_trainer(
-        work_dir,
-        max_epochs=config.max_epochs,
-        monitor="val_loss" if has_val else "train_loss",
-        patience=config.patience,
-        progress_bar=config.progress_bar,
-    )
-    trainer.fit(plan, loader(train_rows, True), loader(val_rows, False) if has_val else None)
-    load_best_weights(trainer, plan)
-    embeddings = module.gene_embedding.detach().numpy().astype(np.float32)
-    return PretrainedGenes(genespace, embeddings, config, cells.mapped_per_source)
+        has_val = val_rows.size > 0
+        trainer = make_trainer(
+            work_dir,
+            max_epochs=config.max_epochs,
+            monitor="val_loss" if has_val else "train_loss",
+            patience=config.patience,
+            progress_bar=config.progress_bar,
+        )
+        trainer.fit(plan, loader(train_rows, True), loader(val_rows, False) if has_val else None)
+        load_best_weights(trainer, plan)
+        embeddings = module.gene_embedding.detach().numpy().astype(np.float32)
+        return PretrainedGenes(genespace, embeddings, config, cells.mapped_per_source)
