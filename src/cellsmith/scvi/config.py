@@ -45,10 +45,10 @@ class SCVIConfig(CellsmithConfig):
     max_epochs: int = Field(200, ge=1)
     patience: int = Field(20, description="Early-stopping patience in epochs (<= 0: off).")
     num_threads: int | None = Field(
-        1,
+        None,
         ge=1,
         description="torch threads while training and predicting (restored afterwards); None keeps "
-        "torch's setting. Steps of this model are small, so on a shared or small machine extra "
-        "threads cost more in synchronisation than they gain.",
+        "torch's setting. On an idle 2-core machine torch's 2 threads train 1.7x faster than 1; on "
+        "an oversubscribed machine 1 thread avoids threads waiting on each other.",
     )
     val_fraction: float = Field(0.1, gt=0.0, lt=0.5, description="Seeded held-out validation share.")
