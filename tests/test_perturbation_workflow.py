@@ -33,18 +33,29 @@ def tiny(tmp_path_factory):
     return root
 
 
-def test_cli_end_to_end_with_baselines(tiny):
+@pytest.fixture(scope="module")
+def pretrained(tiny):
+    """``cellsmith perturb pretrain`` on the unperturbed cells (its result, checked)."""
     pre = run_cli("perturb", "pretrain", "--data", tiny / "cells.h5ad", "--genes", tiny / "hvg",
                   "--config", tiny / "pre.yaml", "--out", tiny / "pre")
     assert pre.returncode == 0, pre.stderr
-    assert "digest" in pre.stdout and (tiny / "pre" / "gene_embeddings.npy").is_file()
+    return pre
 
+
+@pytest.fixture(scope="module")
+def finetuned(tiny, pretrained):
+    """``cellsmith perturb finetune`` from the pretrained gene space (its result, checked)."""
     fin = run_cli("perturb", "finetune", "--data", tiny / "screen.h5ad", "--perturbation-key", "target_gene",
                   "--control-label", "non-targeting", "--genes", tiny / "hvg", "--pretrained", tiny / "pre",
                   "--split", "heldout-perturbations", "--seed", "0", "--config", tiny / "fast.yaml",
                   "--out", tiny / "model")
     assert fin.returncode == 0, fin.stderr
-    assert "uses the pretraining gene indices" in fin.stderr
+    return fin
+
+
+def test_cli_end_to_end_with_baselines(tiny, pretrained, finetuned):
+    assert "digest" in pretrained.stdout and (tiny / "pre" / "gene_embeddings.npy").is_file()
+    assert "uses the pretraining gene indices" in finetuned.stderr
     split = Split.read(tiny / "model" / "split.json")
     assert split.test_targets and not set(split.test_targets) & set(split.train_targets)
 
@@ -71,9 +82,7 @@ def test_cli_end_to_end_with_baselines(tiny):
     assert (tiny / "eval" / "report.html").is_file() and (tiny / "eval" / "mean_shift.png").is_file()
 
 
-def test_shuffled_gene_order_is_refused_by_the_cli_and_nothing_is_written(tiny):
-    if not (tiny / "pre").is_dir():
-        pytest.skip("needs the pretraining of test_cli_end_to_end_with_baselines")
+def test_shuffled_gene_order_is_refused_by_the_cli_and_nothing_is_written(tiny, pretrained):
     from cellsmith.data import HVGSelection
 
     selection = HVGSelection.read(tiny / "hvg")
@@ -90,9 +99,7 @@ def test_shuffled_gene_order_is_refused_by_the_cli_and_nothing_is_written(tiny):
     assert not (tiny / "refused").exists()
 
 
-def test_same_seed_same_prediction(tiny):
-    if not (tiny / "model").is_dir():
-        pytest.skip("needs the model of test_cli_end_to_end_with_baselines")
+def test_same_seed_same_prediction(tiny, finetuned):
     model = PerturbationModel.load(tiny / "model")
     controls = ad.read_h5ad(tiny / "model" / "heldout_controls.h5ad")
     target = model.train_targets[0]

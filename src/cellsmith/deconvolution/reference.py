@@ -46,7 +46,7 @@ def marker_scores(
     ``-inf`` where the gene is not expressed in type k, its mean CPM there is below
     ``min_mean_cpm`` or it is detected in fewer than ``min_cell_fraction`` of the type's cells
     (a gene high in a few cells looks like a strong marker, but new cells of the type lack it)."""
-    log_mean = np.log1p(mean_cpm / 100.0)
+    log_mean = normalize.bulk_to_network(mean_cpm)
     scores = np.full(mean_cpm.shape, -np.inf)
     for k in range(mean_cpm.shape[1]):
         others = np.delete(log_mean, k, axis=1).max(axis=1) if mean_cpm.shape[1] > 1 else 0.0

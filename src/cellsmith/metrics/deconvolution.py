@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from cellsmith.errors import InputError
+from cellsmith.metrics import correlation
 from cellsmith.metrics.registry import MetricRegistry
 
 REGISTRY = MetricRegistry("deconvolution")
@@ -39,9 +40,7 @@ def _finite_pairs(pred, truth) -> tuple[np.ndarray, np.ndarray]:
 def pearson(pred, truth) -> float:
     """Pearson r over finite pairs; NaN with fewer than 3 pairs or a constant side."""
     p, t = _finite_pairs(pred, truth)
-    if p.size < MIN_SAMPLES_CORRELATION or p.std() == 0 or t.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(p, t)[0, 1])
+    return correlation.pearson(p, t) if p.size >= MIN_SAMPLES_CORRELATION else float("nan")
 
 
 def concordance(pred, truth) -> float:

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from cellsmith.errors import InputError
+from cellsmith.metrics import correlation
 from cellsmith.metrics.registry import MetricRegistry
 
 REGISTRY = MetricRegistry("perturbation")
@@ -143,6 +144,4 @@ def normalized_score(user: pd.DataFrame, base: pd.DataFrame) -> pd.Series:
 @REGISTRY.register("mean_shift_pearson")
 def mean_shift_pearson(pred_shift: np.ndarray, real_shift: np.ndarray) -> float:
     """Pearson correlation of predicted and real mean shifts (perturbation - control)."""
-    if np.std(pred_shift) == 0 or np.std(real_shift) == 0:
-        return float("nan")
-    return float(np.corrcoef(pred_shift, real_shift)[0, 1])
+    return correlation.pearson(pred_shift, real_shift)

@@ -14,6 +14,7 @@ import pandas as pd
 from scipy.spatial.distance import cdist
 from sklearn.neighbors import NearestNeighbors
 
+from cellsmith.metrics import correlation
 from cellsmith.metrics.registry import MetricRegistry
 
 REGISTRY = MetricRegistry("reconstruction")
@@ -43,10 +44,7 @@ def knn_mixing(embedding: np.ndarray, is_real: np.ndarray, *, k: int = 15) -> fl
 @REGISTRY.register("mean_pearson")
 def mean_pearson(pred: np.ndarray, real: np.ndarray) -> float:
     """Pearson r of the per-gene means of predicted and real cells."""
-    a, b = np.asarray(pred).mean(0), np.asarray(real).mean(0)
-    if a.std() == 0 or b.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
+    return correlation.pearson(np.asarray(pred).mean(0), np.asarray(real).mean(0))
 
 
 @REGISTRY.register("zero_fraction_agreement")

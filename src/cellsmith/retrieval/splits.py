@@ -89,7 +89,8 @@ def split_cells(
 
 @dataclass(frozen=True)
 class QuerySpec:
-    """``cell`` (one held-out cell per query) or ``pseudobulk:N`` (summed counts of N cells)."""
+    """``cell`` (one held-out cell per query) or ``pseudobulk:N`` (the mean embedding of N held-out
+    cells of one perturbation; see :func:`build_queries`)."""
 
     size: int
 
