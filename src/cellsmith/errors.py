@@ -30,3 +30,14 @@ class ConfigError(CellsmithError):
 
 class DatasetNotFoundError(InputError):
     """A public dataset file is not at the expected path."""
+
+
+class ModelDirectoryError(InputError):
+    """A saved model folder is of another workflow, of a newer format, incomplete or unsafe."""
+
+
+class CellsmithDeprecationWarning(FutureWarning):
+    """An option or entry point of an earlier release that still works but will be removed.
+
+    A FutureWarning (not a DeprecationWarning), so that users see it by default.
+    """

@@ -33,7 +33,7 @@ def _row_sums(x):
     return x.sum(-1)
 
 
-def _scale_rows(x, factors):
+def scale_rows(x, factors):
     """Multiply row i of ``x`` by ``factors[i]`` without densifying sparse input."""
     if sp.issparse(x):
         return sp.diags(factors.astype(np.float64)) @ x.tocsr()
@@ -57,7 +57,7 @@ def normalize_total(x: Matrix, target_sum: float = CP10K) -> Matrix:
     else:
         totals = np.asarray(totals, dtype=np.float64)
         factors = np.divide(target_sum, totals, out=np.zeros_like(totals), where=totals > 0)
-    out = _scale_rows(x, factors)
+    out = scale_rows(x, factors)
     if sp.issparse(out):
         return out.astype(x.dtype if np.issubdtype(x.dtype, np.floating) else np.float32)
     return out
@@ -106,3 +106,14 @@ def expm1(x: Matrix) -> Matrix:
     if _is_torch(x):
         return x.expm1()
     return np.expm1(x)
+
+
+def standardize(x: Matrix, mean, sd) -> Matrix:
+    """Per-gene standardisation ``(x - mean) / sd`` (``mean``, ``sd`` one value per column).
+
+    Dense arrays and tensors only: centring makes every zero non-zero, so a sparse matrix would
+    be densified whole; callers standardise one batch at a time.
+    """
+    if sp.issparse(x):
+        raise TypeError("standardize takes a dense batch; densify one batch, not the whole matrix")
+    return (x - mean) / sd

@@ -1,21 +1,26 @@
-"""One way to build a Lightning trainer: early stopping, checkpoints, progress bar, seeds.
+"""One way to build a Lightning trainer: devices, precision, DDP, early stopping, checkpoints,
+progress and the per-epoch metrics log.
 
-Every workflow trains through :func:`make_trainer` so that checkpoints, resumption and
-logging behave the same everywhere.
+Every workflow trains through :func:`make_trainer` so that hardware options, checkpoints,
+resumption and logging behave the same everywhere.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger
+
+from cellsmith.errors import ConfigError
+from cellsmith.nn.config import TrainingConfig
 
 
 def quiet_lightning() -> None:
@@ -25,32 +30,68 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*GPU available but not used.*")
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+    warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
+
+
+def resolve_accelerator(config: TrainingConfig) -> str:
+    """The accelerator that will run: ``auto`` becomes ``gpu`` when CUDA is visible, ``mps`` on
+    Apple silicon, else ``cpu``.
+
+    Raises
+    ------
+    ConfigError
+        When a GPU (or MPS) is asked for and none is visible, or 16-mixed precision on the CPU.
+    """
+    cuda = torch.cuda.is_available()
+    mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    accelerator = {"cuda": "gpu"}.get(config.accelerator, config.accelerator)
+    if accelerator == "auto":
+        accelerator = "gpu" if cuda else "mps" if mps else "cpu"
+    if accelerator == "gpu" and not cuda:
+        raise ConfigError(
+            "accelerator 'gpu' was asked for but torch sees no CUDA device (torch "
+            f"{torch.__version__}); use --accelerator cpu or auto, or install a CUDA build of torch."
+        )
+    if accelerator == "mps" and not mps:
+        raise ConfigError("accelerator 'mps' was asked for but this machine has no MPS device; use cpu or auto.")
+    if config.precision == "16-mixed" and accelerator == "cpu":
+        raise ConfigError("precision 16-mixed needs a GPU; on the CPU use 32 or bf16-mixed.")
+    return accelerator
+
+
+def device_of(config: TrainingConfig) -> torch.device:
+    """The torch device prediction runs on (the first device of the accelerator)."""
+    return torch.device({"gpu": "cuda", "mps": "mps"}.get(resolve_accelerator(config), "cpu"))
+
+
+def show_progress(config: TrainingConfig) -> bool:
+    """A progress bar only when asked for and stderr is a terminal (CI logs stay quiet)."""
+    return bool(config.progress_bar) and sys.stderr.isatty()
 
 
 def make_trainer(
     out_dir: str | Path,
+    config: TrainingConfig,
     *,
-    max_epochs: int,
     monitor: str = "val_loss",
     mode: str = "min",
-    patience: int = 10,
-    progress_bar: bool = True,
-    callbacks: list[Callback] | None = None,
+    callbacks: Sequence[Callback] = (),
     **trainer_kwargs,
 ) -> L.Trainer:
-    """A CPU trainer that keeps the best and the last checkpoint under ``out_dir/checkpoints``
-    and logs every metric to ``out_dir/logs/metrics.csv``.
+    """A trainer on the config's accelerator, devices, precision and strategy that keeps the best
+    and the last checkpoint under ``out_dir/checkpoints`` and logs every metric to
+    ``out_dir/logs/metrics.csv``.
 
     Parameters
     ----------
     out_dir
         Folder for checkpoints and logs.
-    max_epochs
-        Upper bound on epochs.
-    monitor, mode, patience
-        Early stopping and best-checkpoint selection (``patience <= 0`` disables early stopping).
-    progress_bar
-        Show a progress bar (off for tests and batch jobs).
+    config
+        ``max_epochs``, ``max_steps``, ``patience`` (0: no early stopping), hardware and
+        ``progress_bar``.
+    monitor, mode
+        Early stopping and best-checkpoint selection.
     callbacks
         Extra callbacks.
     trainer_kwargs
@@ -58,46 +99,55 @@ def make_trainer(
     """
     quiet_lightning()
     out_dir = Path(out_dir)
+    accelerator = resolve_accelerator(config)
     checkpoint = ModelCheckpoint(
         dirpath=out_dir / "checkpoints", monitor=monitor, mode=mode, save_last=True, filename="best"
     )
-    all_callbacks: list[Callback] = [checkpoint, *(callbacks or [])]
-    if patience > 0:
-        all_callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=patience))
-    if progress_bar:
-        all_callbacks.append(TQDMProgressBar(refresh_rate=10))
+    all_callbacks: list[Callback] = [checkpoint, *callbacks]
+    if config.patience > 0:
+        all_callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=config.patience))
+    progress = show_progress(config)
+    if progress:
+        all_callbacks.append(RichProgressBar(leave=True))
+    strategy = config.strategy
+    several = config.devices == "auto" or config.devices > 1
+    if strategy == "auto" and several and accelerator == "cpu":
+        strategy = "ddp"  # Lightning would pick ddp too; CPU processes talk through gloo
+    kwargs = {"log_every_n_steps": 1, **trainer_kwargs}
     return L.Trainer(
-        accelerator="cpu",
-        devices=1,
-        max_epochs=max_epochs,
+        accelerator=accelerator,
+        devices=config.devices,
+        strategy=strategy,
+        precision=config.precision,
+        max_epochs=config.max_epochs,
+        max_steps=config.max_steps,
         callbacks=all_callbacks,
         logger=CSVLogger(out_dir, name="logs", version=""),
-        enable_progress_bar=progress_bar,
+        enable_progress_bar=progress,
         enable_model_summary=False,
-        deterministic=True,
+        deterministic=accelerator == "cpu",
         num_sanity_val_steps=0,
-        **trainer_kwargs,
+        **kwargs,
     )
 
 
 def load_best_weights(trainer: L.Trainer, module: L.LightningModule) -> bool:
     """Load the best checkpoint of ``trainer`` into ``module`` (early stopping keeps training a
-    few epochs past the best one); return whether there was one."""
+    few epochs past the best one); return whether there was one.
+
+    The checkpoint is read with ``weights_only=True``: only tensors and plain containers.
+    """
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if not best:
         return False
-    state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(best, map_location=module.device, weights_only=True)["state_dict"]
     module.load_state_dict(state)
     return True
 
 
 @contextmanager
 def torch_threads(n: int | None) -> Iterator[None]:
-    """Run a block with ``n`` torch CPU threads (unchanged when None), then restore the setting.
-
-    The workflows' small batches run faster on one thread than on threads that wait for each
-    other when the cores are shared; each config exposes the number.
-    """
+    """Run a block with ``n`` torch CPU threads (unchanged when None), then restore the setting."""
     previous = torch.get_num_threads()
     if n is not None:
         torch.set_num_threads(n)
