@@ -411,9 +411,7 @@ def recover_counts(adata: ad.AnnData, *, layer: str | None = None, total_counts_
     x = _matrix(adata, _check_layer(adata, layer))
     totals = adata.obs[total_counts_key].to_numpy(dtype=np.float64)
     linear = normalize.expm1(x.astype(np.float64) if not sp.issparse(x) else x.astype(np.float64))
-    sums = np.asarray(linear.sum(axis=1)).ravel()
-    factors = np.divide(totals, sums, out=np.zeros_like(totals), where=sums > 0)
-    counts = sp.diags(factors) @ linear if sp.issparse(linear) else linear * factors[:, None]
+    counts = normalize.rescale_to_totals(linear, totals)
     values = counts.data if sp.issparse(counts) else counts
     deviation = np.abs(values - np.round(values))
     worst = float(deviation.max()) if deviation.size else 0.0

@@ -63,6 +63,14 @@ def normalize_total(x: Matrix, target_sum: float = CP10K) -> Matrix:
     return out
 
 
+def rescale_to_totals(x: Matrix, totals: np.ndarray) -> Matrix:
+    """Scale row i of ``x`` to sum to ``totals[i]`` (all-zero rows stay zero): undoes a
+    ``normalize_total`` when ``totals`` are the rows' original sums."""
+    sums = np.asarray(_row_sums(x), dtype=np.float64)
+    totals = np.asarray(totals, dtype=np.float64)
+    return scale_rows(x, np.divide(totals, sums, out=np.zeros_like(totals), where=sums > 0))
+
+
 def cpm(x: Matrix, target_sum: float = CPM) -> Matrix:
     """Counts per million (every row sums to ``target_sum``, 1e6 by default)."""
     return normalize_total(x, target_sum=target_sum)
