@@ -185,3 +185,19 @@ def test_save_keeps_other_entries_and_replaces_the_model(tmp_path):
     _Toy(_config(max_epochs=1)).train(x, y).save(target)
     assert (target / "training" / "keep.txt").read_text() == "x"
     assert not list(tmp_path.glob(".model.*"))
+
+
+def test_max_steps_before_the_first_validation_with_early_stopping():
+    x, y = _data()
+    model = _Toy(_config(max_steps=2, patience=3)).train(x, y)
+    assert model.module is not None
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_a_gpu_trained_model_loads_and_predicts_on_a_cpu_machine(tmp_path):
+    x, y = _data()
+    _Toy(_config(max_epochs=1)).train(x, y).save(tmp_path / "model")
+    config = tmp_path / "model" / "config.yaml"
+    config.write_text(config.read_text().replace("accelerator: cpu", "accelerator: gpu"))
+    model = _Toy.load(tmp_path / "model")
+    assert model.config.accelerator == "auto" and model.predict(x).shape == (64, 1)

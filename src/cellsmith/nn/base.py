@@ -27,7 +27,7 @@ from cellsmith.data.genespace import GeneSpace
 from cellsmith.errors import CellsmithDeprecationWarning, InputError
 from cellsmith.nn.config import TrainingConfig
 from cellsmith.nn.saving import ModelFiles, read_model_dir, write_model_dir
-from cellsmith.nn.training import device_of, load_best_weights, make_trainer, torch_threads
+from cellsmith.nn.training import device_of, load_best_weights, make_trainer, runnable_here, torch_threads
 
 HISTORY = "history.csv"
 
@@ -178,7 +178,7 @@ class CellsmithModel(ABC):
         files = read_model_dir(
             path, workflow=cls.workflow, config_class=cls.config_class, command=cls.command, legacy=cls.read_legacy
         )
-        model = cls(files.config)
+        model = cls(runnable_here(files.config))
         model.genespace = files.genespace
         history = files.file(HISTORY)
         model.history = pd.read_csv(history) if history is not None else None

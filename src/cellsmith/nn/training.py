@@ -19,6 +19,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
+from cellsmith._logging import logger
 from cellsmith.errors import ConfigError
 from cellsmith.nn.config import TrainingConfig
 
@@ -58,6 +59,17 @@ def resolve_accelerator(config: TrainingConfig) -> str:
     if config.precision == "16-mixed" and accelerator == "cpu":
         raise ConfigError("precision 16-mixed needs a GPU; on the CPU use 32 or bf16-mixed.")
     return accelerator
+
+
+def runnable_here(config: TrainingConfig) -> TrainingConfig:
+    """``config`` with ``accelerator="auto"`` when its accelerator is not on this machine (a model
+    trained on a GPU predicts on a CPU-only machine), else ``config`` itself."""
+    try:
+        resolve_accelerator(config)
+    except ConfigError as err:
+        logger.warning("%s Running on accelerator 'auto' instead.", err)
+        return config.model_copy(update={"accelerator": "auto", "precision": "32", "devices": 1})
+    return config
 
 
 def device_of(config: TrainingConfig) -> torch.device:
@@ -105,7 +117,13 @@ def make_trainer(
     )
     all_callbacks: list[Callback] = [checkpoint, *callbacks]
     if config.patience > 0:
-        all_callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=config.patience))
+        # Checked after validation only, and not strict: a run that --max-steps ends before its
+        # first validation simply has nothing to stop on.
+        all_callbacks.append(
+            EarlyStopping(
+                monitor=monitor, mode=mode, patience=config.patience, check_on_train_epoch_end=False, strict=False
+            )
+        )
     progress = show_progress(config)
     if progress:
         all_callbacks.append(RichProgressBar(leave=True))
