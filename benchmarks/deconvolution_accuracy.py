@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 
 from cellsmith.data import read_bulk
-from cellsmith.data.pseudobulk import pseudobulk, stratified_split
+from cellsmith.data.pseudobulk import pseudobulk
+from cellsmith.data.splits import split_indices
 from cellsmith.deconvolution import DeconvolutionConfig, Deconvolver, compare, nnls_proportions, read_mapping
 from cellsmith.deconvolution.reference import mean_cpm_by_type
 
@@ -48,11 +49,12 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     reference = ad.read_h5ad(DATA / "pbmc_sorted_zheng2017.h5ad")
     labels = reference.obs["cell_type"].astype(str).to_numpy()
-    train_cells, test_cells = stratified_split(labels, 0.5, seed=args.seed)
-    config = DeconvolutionConfig.from_yaml(args.config, seed=args.seed)
+    parts = split_indices(labels.size, {"test": 0.5}, seed=args.seed, groups=labels)
+    train_cells, test_cells = parts["train"], parts["test"]
+    config = DeconvolutionConfig.from_yaml(args.config, seed=args.seed, progress_bar=False)
 
     start = time.perf_counter()
-    model = Deconvolver.train(reference[train_cells].copy(), cell_type_key="cell_type", config=config, progress_bar=False)
+    model = Deconvolver(config).train(reference[train_cells].copy(), cell_type_key="cell_type")
     train_s = time.perf_counter() - start
     peak_rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
 

@@ -48,6 +48,7 @@ def test_train_predict_evaluate(files):
     result = invoke("train", "--reference", files / "ref.h5ad", "--cell-type-key", "cell_type",
                     "--config", files / "config.yaml", "--out", model, "--no-progress")
     assert "validation HP-VADE: r" in result.output and (model / "report.html").is_file()
+    assert (model / "weights.safetensors").is_file()
 
     invoke("predict", "--model", model, "--bulk", files / "bulk.csv", "--out", files / "props.csv")
     props = pd.read_csv(files / "props.csv", index_col=0)
@@ -69,11 +70,26 @@ def test_train_predict_evaluate(files):
     np.testing.assert_allclose(pooled[["pearson", "mae"]], expected.pooled[["pearson", "mae"]].astype(float))
 
 
+def test_training_flags_override_the_config(files):
+    model = files / "model_flags"
+    result = invoke("train", "--reference", files / "ref.h5ad", "--cell-type-key", "cell_type",
+                    "--config", files / "config.yaml", "--out", model, "--no-progress", "--max-epochs", "3",
+                    "--max-steps", "4", "--accelerator", "cpu", "--devices", "1", "--precision", "32")
+    assert "(1 epochs" in result.output  # 256 samples in batches of 64: 4 steps are one epoch
+    written = yaml.safe_load((model / "config.yaml").read_text())
+    assert written["max_epochs"] == 3 and written["max_steps"] == 4 and written["accelerator"] == "cpu"
+    assert written["n_train_samples"] == 256 and written["progress_bar"] is False
+
+
 def test_bad_input_is_a_clean_error_and_writes_nothing(files):
     result = run_cli("train", "--reference", files / "ref.h5ad", "--cell-type-key", "celltype",
                      "--out", files / "never_model")
     assert result.returncode == 2 and "no obs column 'celltype'" in result.stderr
     assert "Traceback" not in result.stderr and not (files / "never_model").exists()
+
+    result = run_cli("train", "--reference", files / "ref.h5ad", "--cell-type-key", "cell_type",
+                     "--precision", "64", "--out", files / "never_model")
+    assert result.returncode == 2 and "precision" in result.stderr and not (files / "never_model").exists()
 
     bulk = pd.read_csv(files / "bulk.csv", index_col=0)
     logged = pd.DataFrame(np.log1p(normalize.cpm(bulk.T.to_numpy())).T, index=bulk.index, columns=bulk.columns)

@@ -1,3 +1,4 @@
+import json
 import logging
 import subprocess
 import sys
@@ -7,16 +8,28 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from cellsmith.data import normalize, simulate
 from cellsmith.deconvolution import DeconvolutionConfig, Deconvolver, HPVADE, LossWeights
 from cellsmith.deconvolution.plan import first_batch_diagnostics
-from cellsmith.errors import GeneSpaceError, InputError, ScaleError
+from cellsmith.errors import CellsmithDeprecationWarning, GeneSpaceError, InputError, ModelDirectoryError, ScaleError
+from cellsmith.nn import LossOutput
+from cellsmith.nn.saving import read_manifest
 
 TINY = dict(
     n_marker_genes=None, n_train_samples=256, n_val_samples=64, cells_per_sample=100,
     max_epochs=2, patience=0, batch_size=64, deconv_hidden=[32], vae_hidden=[32], n_latent=8,
+    progress_bar=False,
 )
+
+
+def _train(reference, **options):
+    """A tiny model (TINY options, overridden by ``options``), trained on ``reference``."""
+    genes = options.pop("genes", None)
+    return Deconvolver(DeconvolutionConfig(**{**TINY, **options})).train(
+        reference, cell_type_key="cell_type", genes=genes
+    )
 
 
 @pytest.fixture(scope="module")
@@ -26,21 +39,31 @@ def reference():
 
 @pytest.fixture(scope="module")
 def trained(reference):
-    return Deconvolver.train(
-        reference, cell_type_key="cell_type", config=DeconvolutionConfig(**TINY), progress_bar=False
-    )
+    return _train(reference)
 
 
 def _bulk(reference, n=20, seed=3):
     return simulate.bulk(reference, n, cells_per_sample=100, seed=seed)
 
 
-def test_signature_starts_at_mean_cpm_and_is_logged(reference, caplog):
-    with caplog.at_level(logging.INFO, logger="cellsmith"):
+def test_train_returns_the_model_and_logs_every_term(reference):
+    model = Deconvolver(DeconvolutionConfig(**{**TINY, "max_epochs": 1}))
+    assert model.train(reference, cell_type_key="cell_type") is model
+    for stage in ("train", "val"):
+        for term in ("loss", "vae_recon", "vae_kl", "proto", "bulk_recon", "bulk_prop"):
+            assert f"{stage}_{term}" in model.history.columns
+    assert model.setup_dict()["cell_types"] == ["A", "B", "C"] and model.setup_dict()["cell_type_key"] == "cell_type"
+
+
+def test_deprecated_classmethod_train_warns_and_works(reference, caplog):
+    with pytest.warns(CellsmithDeprecationWarning, match=r"Deconvolver\(cfg\)\.train"), caplog.at_level(
+        logging.INFO, logger="cellsmith"
+    ):
         model = Deconvolver.train(
             reference, cell_type_key="cell_type", config=DeconvolutionConfig(**{**TINY, "max_epochs": 1}),
             progress_bar=False,
         )
+    assert isinstance(model, Deconvolver) and model.config.max_epochs == 1
     assert "signature S initialised from the mean CPM" in caplog.text
     # The NNLS signature is the mean CPM of the training cells of each type (columns sum to 1e6).
     np.testing.assert_allclose(model.reference_signature.sum(0), 1e6, rtol=1e-6)
@@ -53,10 +76,10 @@ def test_inference_on_training_pseudobulk_equals_training_output(trained, refere
     labels = reference.obs["cell_type"].astype(str).to_numpy()
     counts = reference[:, list(trained.genespace)].X
     bulk_cpm, _ = trained._pseudobulk_tensors(counts, labels, np.arange(reference.n_obs), 16, seed=0)
-    trained.module.eval()
+    module = trained.module.cpu().eval()  # predict may have left it on a GPU
     with torch.no_grad():
         cells = normalize.log1p_normalize(counts[:8]).toarray().astype(np.float32)
-        training_path = trained.module(bulk_cpm, torch.from_numpy(cells))["proportions"].numpy()
+        training_path = module(bulk_cpm, torch.from_numpy(cells))["proportions"].numpy()
     as_cpm = ad.AnnData(X=bulk_cpm.numpy(), var=pd.DataFrame(index=list(trained.genespace)))
     np.testing.assert_allclose(trained.predict(as_cpm).proportions.to_numpy(), training_path, atol=1e-6)
     # The same samples as unnormalised linear values (CPM x 3) give the same output.
@@ -80,9 +103,14 @@ def test_predict_outputs_and_fit_quality(trained, reference):
 
 def test_save_load_in_a_fresh_process(trained, reference, tmp_path):
     trained.save(tmp_path / "model")
-    assert {"weights.pt", "config.yaml", "genespace.json", "cell_types.json", "signature.csv", "report.html"} <= {
-        p.name for p in (tmp_path / "model").iterdir()
-    }
+    written = {p.name for p in (tmp_path / "model").iterdir()}
+    assert {
+        "cellsmith_model.json", "weights.safetensors", "config.yaml", "genespace.json", "setup.json",
+        "signature.csv", "training.json", "history.csv", "report.html",
+    } <= written
+    assert read_manifest(tmp_path / "model")["workflow"] == "deconvolution"
+    setup = json.loads((tmp_path / "model" / "setup.json").read_text())
+    assert setup["cell_types"] == ["A", "B", "C"] and len(setup["mrna_content"]) == 3
     bulk = _bulk(reference)
     bulk.write_h5ad(tmp_path / "bulk.h5ad")
     script = (
@@ -95,11 +123,46 @@ def test_save_load_in_a_fresh_process(trained, reference, tmp_path):
 
 
 def test_training_is_seeded(reference, trained):
-    again = Deconvolver.train(
-        reference, cell_type_key="cell_type", config=DeconvolutionConfig(**TINY), progress_bar=False
-    )
+    again = _train(reference)
     bulk = _bulk(reference)
     np.testing.assert_allclose(again.predict(bulk).proportions, trained.predict(bulk).proportions, atol=1e-6)
+
+
+def _as_cellsmith_01_folder(model, path):
+    """The folder cellsmith 0.1 wrote for ``model``: a pickled state dict and plain files."""
+    path.mkdir()
+    torch.save(model.module.cpu().state_dict(), path / "weights.pt")
+    config = model.config.model_dump(mode="json", exclude={"num_threads", "max_steps", "accelerator", "devices",
+                                                         "precision", "strategy", "progress_bar"})
+    (path / "config.yaml").write_text(yaml.safe_dump({**config, "torch_threads": 1}))
+    model.genespace.write(path / "genespace.json")
+    (path / "cell_types.json").write_text(json.dumps(model.cell_types))
+    pd.DataFrame(model.reference_signature, index=list(model.genespace), columns=model.cell_types).to_csv(
+        path / "signature.csv"
+    )
+    (path / "training.json").write_text(json.dumps(model.training))
+
+
+def test_cellsmith_01_folder_loads_with_a_warning(trained, reference, tmp_path):
+    _as_cellsmith_01_folder(trained, tmp_path / "old")
+    with pytest.warns(CellsmithDeprecationWarning) as caught:
+        old = Deconvolver.load(tmp_path / "old")
+    messages = " ".join(str(w.message) for w in caught)
+    assert "cellsmith 0.1" in messages and "'torch_threads'" in messages
+    assert old.config.num_threads == 1 and old.training == trained.training
+    bulk = _bulk(reference)
+    np.testing.assert_allclose(old.predict(bulk).proportions, trained.predict(bulk).proportions, atol=1e-6)
+    (tmp_path / "old" / "cell_types.json").unlink()
+    with pytest.raises(ModelDirectoryError, match="missing cell_types.json"):
+        Deconvolver.load(tmp_path / "old")
+
+
+def test_config_defaults_and_old_keys():
+    config = DeconvolutionConfig()
+    assert (config.learning_rate, config.weight_decay, config.batch_size, config.max_epochs) == (1e-3, 1e-5, 128, 80)
+    assert (config.patience, config.num_threads, config.seed) == (10, 1, 0)
+    with pytest.warns(CellsmithDeprecationWarning, match="'torch_threads'"):
+        assert DeconvolutionConfig(torch_threads=2).num_threads == 2
 
 
 def test_dominant_loss_term_is_flagged(trained, reference):
@@ -108,10 +171,14 @@ def test_dominant_loss_term_is_flagged(trained, reference):
     bulk_cpm, truth = trained._pseudobulk_tensors(counts, labels, np.arange(50), 8, seed=0)
     cells = torch.from_numpy(normalize.log1p_normalize(counts[:8]).toarray().astype(np.float32))
     types = torch.zeros(8, dtype=torch.long)
-    out = trained.module(bulk_cpm, cells)
+    module = trained.module.cpu()
+    out = module(bulk_cpm, cells)
     for weights, dominant in ((LossWeights(), None), (LossWeights(bulk_recon=1e7), "bulk_recon")):
-        loss = trained.module.loss(out, bulk_cpm, truth, cells, types, weights)
-        diagnostics = first_batch_diagnostics(trained.module, out, bulk_cpm, loss, weights)
+        loss = module.loss(out, bulk_cpm, truth, cells, types, weights)
+        assert isinstance(loss, LossOutput)
+        assert set(loss.terms) == {"vae_recon", "vae_kl", "proto", "bulk_recon", "bulk_prop"}
+        torch.testing.assert_close(loss.loss, sum(weights.weighted(loss.terms).values()))
+        diagnostics = first_batch_diagnostics(module, out, bulk_cpm, loss, weights)
         assert diagnostics["dominant_term"] == dominant
     assert diagnostics["ranges"]["network_input"]["max"] < 15  # log1p(cpm/100), not raw CPM
 
@@ -132,26 +199,25 @@ def test_bad_bulk_is_refused(trained, reference):
 
 
 def test_bad_reference_is_refused(reference, caplog):
-    config = DeconvolutionConfig(**TINY)
+    model = Deconvolver(DeconvolutionConfig(**TINY))
     with pytest.raises(InputError, match="no obs column 'celltype'"):
-        Deconvolver.train(reference, cell_type_key="celltype", config=config)
+        model.train(reference, cell_type_key="celltype")
     logged = reference.copy()
     logged.X = normalize.log1p_normalize(logged.X)
     with pytest.raises(ScaleError, match="must hold raw counts"):
-        Deconvolver.train(logged, cell_type_key="cell_type", config=config)
+        model.train(logged, cell_type_key="cell_type")
     one = reference.copy()
     one.obs["cell_type"] = one.obs["cell_type"].astype(str)
     one.obs.iloc[0, one.obs.columns.get_loc("cell_type")] = "rare"
     with pytest.raises(InputError, match="fewer than 2 cells"):
-        Deconvolver.train(one, cell_type_key="cell_type", config=config)
+        model.train(one, cell_type_key="cell_type")
+    with pytest.raises(InputError, match="not trained"):
+        model.predict(_bulk(reference))
 
 
 def test_genes_restriction(reference):
     genes = list(reference.var_names[:60])
-    model = Deconvolver.train(
-        reference, cell_type_key="cell_type", genes=genes, config=DeconvolutionConfig(**{**TINY, "max_epochs": 1}),
-        progress_bar=False,
-    )
+    model = _train(reference, genes=genes, max_epochs=1)
     assert set(model.genespace) <= set(genes)
     assert model.predict(_bulk(reference)[:, genes].copy()).proportions.shape == (20, 3)
 
@@ -189,7 +255,5 @@ def test_markers_must_hold_in_most_cells_and_both_halves():
 def test_dense_reference_counts_train(reference):
     dense = reference.copy()
     dense.X = dense.X.toarray()
-    model = Deconvolver.train(
-        dense, cell_type_key="cell_type", config=DeconvolutionConfig(**{**TINY, "max_epochs": 1}), progress_bar=False
-    )
+    model = _train(dense, max_epochs=1)
     assert model.predict(_bulk(reference)).proportions.shape == (20, 3)

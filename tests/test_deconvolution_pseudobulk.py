@@ -7,8 +7,9 @@ import pytest
 import scipy.sparse as sp
 
 from cellsmith.data import simulate
-from cellsmith.data.pseudobulk import check_type_sizes, mix_counts, pseudobulk, stratified_split
-from cellsmith.errors import InputError, ScaleError
+from cellsmith.data.pseudobulk import check_type_sizes, membership_matrix, mix_counts, pseudobulk, stratified_split
+from cellsmith.data.splits import split_indices
+from cellsmith.errors import CellsmithDeprecationWarning, InputError, ScaleError
 
 
 def _two_type_reference():
@@ -56,17 +57,31 @@ def test_simulate_bulk_and_pseudobulk_share_one_sampler(small_cells):
     cpm_bulk = pseudobulk(small_cells, 30, cells_per_sample=80, seed=4)
     np.testing.assert_allclose(cpm_bulk.X, mixed.counts / mixed.counts.sum(1, keepdims=True) * 1e6, rtol=1e-5)
     np.testing.assert_array_equal(cpm_bulk.obsm["proportions"].to_numpy(), mixed.proportions)
+    as_counts = pseudobulk(small_cells, 30, cells_per_sample=80, scale="counts", seed=4)
+    np.testing.assert_array_equal(as_counts.X, counts_bulk.X)
+    assert list(counts_bulk.obs_names[:2]) == ["bulk0", "bulk1"]
+    assert list(counts_bulk.obsm["proportions"].index[:2]) == ["bulk0", "bulk1"]
 
 
-def test_stratified_split_is_disjoint_and_keeps_every_type():
+def test_membership_matrix_counts_draws():
+    members = membership_matrix([np.array([0, 2, 2]), np.array([1])], 3).toarray()
+    np.testing.assert_array_equal(members, [[1, 0, 2], [0, 1, 0]])
+    assert simulate.membership_matrix is membership_matrix  # importable where 0.1 had it
+
+
+def test_validation_split_is_disjoint_and_keeps_every_type():
     labels = np.array(["a"] * 50 + ["b"] * 7 + ["c"] * 2)
-    first, second = stratified_split(labels, 0.2, seed=0)
+    parts = split_indices(labels.size, {"validation": 0.2}, seed=0, groups=labels)
+    first, second = parts["train"], parts["validation"]
     assert np.intersect1d(first, second).size == 0 and first.size + second.size == labels.size
     for side in (first, second):
         assert set(labels[side]) == {"a", "b", "c"}
     assert (labels[second] == "a").sum() == 10
-    again = stratified_split(labels, 0.2, seed=0)
-    assert np.array_equal(again[1], second)
+    again = split_indices(labels.size, {"validation": 0.2}, seed=0, groups=labels)
+    assert np.array_equal(again["validation"], second)
+    with pytest.warns(CellsmithDeprecationWarning, match="split_indices"):
+        old = stratified_split(labels, 0.2, seed=0)
+    assert np.array_equal(old[0], first) and np.array_equal(old[1], second)
 
 
 def test_type_sizes_warn_and_refuse(caplog):

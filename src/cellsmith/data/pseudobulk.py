@@ -3,18 +3,21 @@
 A pseudo-bulk sample sums the raw counts of ``cells_per_sample`` reference cells drawn by
 cell-type proportions; mixing happens on raw counts (mixtures are linear only there), and CPM
 is taken after summing. Sampling is vectorised: the draws of all samples become one sparse
-samples x cells membership matrix (:func:`cellsmith.data.simulate.membership_matrix`), and
-blocks of it multiply the count matrix. Memory grows with samples x genes (the output) plus one
-block of samples x cells, never with samples x cells x genes.
+samples x cells membership matrix (:func:`membership_matrix`), and blocks of it multiply the
+count matrix. Memory grows with samples x genes (the output) plus one block of samples x cells,
+never with samples x cells x genes.
 
-:func:`mix_counts` is the one implementation of sampling and summing; :func:`pseudobulk` (CPM
-output, used for training) and :func:`cellsmith.data.simulate.bulk` (count output) call it.
+:func:`mix_counts` is the one implementation of sampling and summing; :func:`pseudobulk` calls
+it (CPM output for training, count output for :func:`cellsmith.data.simulate.bulk`). Training
+and validation cells are split by :func:`cellsmith.data.splits.split_indices`.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import anndata as ad
 import numpy as np
@@ -23,8 +26,9 @@ import scipy.sparse as sp
 
 from cellsmith._logging import logger
 from cellsmith.data import normalize
-from cellsmith.data.simulate import membership_matrix
-from cellsmith.errors import InputError
+from cellsmith.data.audit import require_counts
+from cellsmith.data.splits import split_indices
+from cellsmith.errors import CellsmithDeprecationWarning, InputError
 
 #: Samples per block of the membership x counts product (bounds the dense block's memory).
 _BLOCK_SAMPLES = 1024
@@ -98,28 +102,28 @@ def check_type_sizes(labels: np.ndarray, *, what: str = "the reference") -> list
 def stratified_split(
     labels: np.ndarray, fraction: float, *, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Split cell indices into two disjoint sets, ``fraction`` of every label in the second.
+    """Deprecated (cellsmith 0.1): use :func:`cellsmith.data.splits.split_indices`.
 
-    Every label with at least 2 cells has at least one cell on each side.
-
-    Returns
-    -------
-    (first, second)
-        Sorted integer indices.
+    ``split_indices(labels.size, {"second": fraction}, seed=seed, groups=labels)`` gives the same
+    two sides (``"train"`` and ``"second"``) for the same seed.
     """
-    if not 0.0 < fraction < 1.0:
-        raise InputError(f"split fraction must be between 0 and 1, got {fraction}.")
-    rng = np.random.default_rng(seed)
-    second = []
-    for label in np.unique(labels):
-        cells = rng.permutation(np.flatnonzero(labels == label))
-        n = int(round(fraction * cells.size))
-        if cells.size >= 2:
-            n = min(max(n, 1), cells.size - 1)
-        second.append(cells[:n])
-    second_idx = np.sort(np.concatenate(second))
-    first_idx = np.setdiff1d(np.arange(labels.size), second_idx)
-    return first_idx, second_idx
+    warnings.warn(
+        "cellsmith.data.pseudobulk.stratified_split is deprecated; use "
+        "cellsmith.data.splits.split_indices(len(labels), {'validation': fraction}, seed=seed, groups=labels).",
+        CellsmithDeprecationWarning,
+        stacklevel=2,
+    )
+    parts = split_indices(len(labels), {"second": fraction}, seed=seed, groups=np.asarray(labels))
+    return parts["train"], parts["second"]
+
+
+def membership_matrix(groups: Sequence[np.ndarray], n_cells: int) -> sp.csr_matrix:
+    """Sparse samples x cells matrix: entry (s, c) counts how often cell c is in sample s."""
+    rows = np.repeat(np.arange(len(groups)), [len(g) for g in groups])
+    cols = np.concatenate(groups) if groups else np.zeros(0, dtype=int)
+    return sp.csr_matrix(
+        (np.ones(cols.size, dtype=np.float32), (rows, cols)), shape=(len(groups), n_cells)
+    )
 
 
 def draw_proportions(
@@ -232,9 +236,10 @@ def pseudobulk(
     cells_per_sample: int = 500,
     alpha: float = 1.0,
     sparse_fraction: float = 0.0,
+    scale: Literal["cpm", "counts"] = "cpm",
     seed: int = 0,
 ) -> ad.AnnData:
-    """Pseudo-bulk CPM samples from a labelled raw-count reference.
+    """Pseudo-bulk samples (CPM, or summed counts) from a labelled raw-count reference.
 
     Parameters
     ----------
@@ -244,19 +249,22 @@ def pseudobulk(
         Number of pseudo-bulk samples.
     cells
         Indices of the reference cells to draw from (e.g. one side of
-        :func:`stratified_split`); all cells by default.
+        :func:`cellsmith.data.splits.split_indices`); all cells by default.
     cell_types, cells_per_sample, alpha, sparse_fraction, seed
         See :func:`mix_counts`.
+    scale
+        ``"cpm"``: X is the CPM of the summed counts (what HP-VADE trains on); ``"counts"``: the
+        summed raw counts themselves (a bulk as sequenced).
 
     Returns
     -------
     AnnData
-        Samples x genes; ``X`` CPM (float32, rows sum to 1e6) of the summed raw counts;
+        Samples x genes; ``X`` CPM (float32, rows sum to 1e6) or the float32 summed raw counts;
         ``obsm["proportions"]`` (DataFrame, one column per cell type) the exact fraction of
         cells drawn per type; ``uns["pseudobulk"]["params"]`` the options.
     """
-    from cellsmith.data.audit import require_counts
-
+    if scale not in ("cpm", "counts"):
+        raise InputError(f"pseudo-bulk scale must be 'cpm' or 'counts', got '{scale}'.")
     labels = cell_type_labels(reference, cell_type_key)
     counts = require_counts(reference, layer=counts_layer)
     if cells is not None:
@@ -271,11 +279,12 @@ def pseudobulk(
         cell_types=cell_types,
         seed=seed,
     )
-    cpm = mixed.counts  # converted block by block in place: no float64 copy of the whole output
-    for start in range(0, n_samples, _BLOCK_SAMPLES):
-        cpm[start : start + _BLOCK_SAMPLES] = normalize.cpm(cpm[start : start + _BLOCK_SAMPLES])
+    values = mixed.counts
+    if scale == "cpm":  # converted block by block in place: no float64 copy of the whole output
+        for start in range(0, n_samples, _BLOCK_SAMPLES):
+            values[start : start + _BLOCK_SAMPLES] = normalize.cpm(values[start : start + _BLOCK_SAMPLES])
     out = ad.AnnData(
-        X=cpm,
+        X=values,
         obs=pd.DataFrame(index=[f"pseudobulk{i}" for i in range(n_samples)]),
         var=pd.DataFrame(index=reference.var_names.copy()),
     )
@@ -288,6 +297,7 @@ def pseudobulk(
             "cells_per_sample": cells_per_sample,
             "alpha": alpha,
             "sparse_fraction": sparse_fraction,
+            "scale": scale,
             "n_reference_cells": int(labels.size),
             "seed": seed,
         }

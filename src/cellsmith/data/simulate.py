@@ -26,6 +26,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+# membership_matrix lives in pseudobulk; the name stays importable here for one release
+# (cellsmith 0.1 imported it from this module).
+from cellsmith.data.pseudobulk import membership_matrix, pseudobulk  # noqa: F401
 from cellsmith.errors import InputError
 
 CONTROL_LABEL = "non-targeting"
@@ -193,15 +196,6 @@ def singlecell(
     return adata
 
 
-def membership_matrix(groups: Sequence[np.ndarray], n_cells: int) -> sp.csr_matrix:
-    """Sparse samples x cells matrix: entry (s, c) counts how often cell c is in sample s."""
-    rows = np.repeat(np.arange(len(groups)), [len(g) for g in groups])
-    cols = np.concatenate(groups) if groups else np.zeros(0, dtype=int)
-    return sp.csr_matrix(
-        (np.ones(cols.size, dtype=np.float32), (rows, cols)), shape=(len(groups), n_cells)
-    )
-
-
 def bulk(
     reference: ad.AnnData,
     n_samples: int,
@@ -215,8 +209,8 @@ def bulk(
     """Bulk counts as sums of sampled reference cells, with the exact proportions as truth.
 
     Proportions are drawn from a Dirichlet(``alpha``) per sample; cells are drawn with
-    replacement within each type (by :func:`cellsmith.data.pseudobulk.mix_counts`, the one
-    sampler; :func:`cellsmith.data.pseudobulk.pseudobulk` is its CPM counterpart).
+    replacement within each type. This is :func:`cellsmith.data.pseudobulk.pseudobulk` with
+    count output (the one sampler), with samples named ``bulk0``, ``bulk1``, ...
 
     Returns
     -------
@@ -224,24 +218,15 @@ def bulk(
         Samples x genes of summed counts; ``obsm["proportions"]`` (DataFrame, one column per
         cell type) the fraction of cells drawn per type.
     """
-    from cellsmith.data.audit import require_counts
-    from cellsmith.data.pseudobulk import cell_type_labels, mix_counts
-
-    labels = cell_type_labels(reference, cell_type_key)
-    mixed = mix_counts(
-        require_counts(reference, layer=counts_layer),
-        labels,
+    out = pseudobulk(
+        reference,
         n_samples,
+        cell_type_key=cell_type_key,
+        counts_layer=counts_layer,
         cells_per_sample=cells_per_sample,
         alpha=alpha,
+        scale="counts",
         seed=seed,
     )
-    out = ad.AnnData(
-        X=mixed.counts,
-        obs=pd.DataFrame(index=[f"bulk{i}" for i in range(n_samples)]),
-        var=pd.DataFrame(index=reference.var_names.copy()),
-    )
-    out.obsm["proportions"] = pd.DataFrame(
-        mixed.proportions, index=out.obs_names, columns=mixed.cell_types
-    )
+    out.obs_names = [f"bulk{i}" for i in range(n_samples)]
     return out

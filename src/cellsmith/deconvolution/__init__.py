@@ -13,7 +13,6 @@ from cellsmith._lazy import lazy_exports
 
 _EXPORTS = {
     "HPVADE": "cellsmith.deconvolution.module",
-    "HPVADELoss": "cellsmith.deconvolution.module",
     "LossWeights": "cellsmith.deconvolution.module",
     "HPVADEPlan": "cellsmith.deconvolution.plan",
     "Comparison": "cellsmith.deconvolution.evaluate",

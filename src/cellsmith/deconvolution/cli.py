@@ -23,21 +23,41 @@ def train(
     config: Optional[Path] = typer.Option(None, "--config", help="YAML with DeconvolutionConfig options."),
     seed: int = typer.Option(0, "--seed"),
     out_dir: Path = typer.Option(..., "--out", help="Model directory to write."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
+    progress: Optional[bool] = typer.Option(
+        None, "--progress/--no-progress", help="Show the progress bar (default: the config's progress_bar)."
+    ),
+    max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="Upper bound on epochs (config: 80)."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Upper bound on optimiser steps (-1: none)."),
+    accelerator: Optional[str] = typer.Option(
+        None, "--accelerator", help="auto (a GPU when one is visible), cpu, gpu or mps."
+    ),
+    devices: Optional[str] = typer.Option(None, "--devices", help="Number of devices, or 'auto'."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="32, bf16-mixed or 16-mixed (GPU)."),
 ) -> None:
-    """Train HP-VADE on pseudo-bulks of a labelled reference; write the model directory."""
+    """Train HP-VADE on pseudo-bulks of a labelled reference; write the model directory.
+
+    Options of --config are overridden by the flags given.
+    """
     from cellsmith.data import read, read_bulk
     from cellsmith.deconvolution.config import DeconvolutionConfig
     from cellsmith.deconvolution.model import Deconvolver
 
-    options = DeconvolutionConfig.from_yaml(config, seed=seed)
+    options = DeconvolutionConfig.from_yaml(
+        config,
+        seed=seed,
+        progress_bar=progress,
+        max_epochs=max_epochs,
+        max_steps=max_steps,
+        accelerator=accelerator,
+        devices=devices,
+        precision=precision,
+    )
     adata = read(reference)
     genes = list(read_bulk(genes_from).var_names) if genes_from is not None else None
-    model = Deconvolver.train(
-        adata, cell_type_key=cell_type_key, counts_layer=counts_layer, genes=genes, config=options,
-        progress_bar=progress,
-    )
+    model = Deconvolver(options).train(adata, cell_type_key=cell_type_key, counts_layer=counts_layer, genes=genes)
     model.save(out_dir)
+    if not model.is_global_zero:
+        return
     validation = model.training.get("validation", {})
     for method, metrics in validation.items():
         out.print(

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from cellsmith.config import CellsmithConfig
+from cellsmith.nn.config import TrainingConfig
 
 
-class DeconvolutionConfig(CellsmithConfig):
-    """Every option of :class:`cellsmith.deconvolution.Deconvolver`; YAML keys are these names."""
+class DeconvolutionConfig(TrainingConfig):
+    """Every option of :class:`cellsmith.deconvolution.Deconvolver`; YAML keys are these names.
+
+    The training options (``max_epochs``, ``learning_rate``, ``accelerator`` ...) are those of
+    :class:`~cellsmith.nn.TrainingConfig`, with HP-VADE's defaults. The cellsmith 0.1 key
+    ``torch_threads`` loads as ``num_threads`` with a deprecation warning.
+    """
 
     # Genes: marker genes per cell type (fold change of mean CPM), mitochondrial and ribosomal
     # genes excluded (their share differs most between single-cell and bulk protocols).
@@ -52,18 +57,18 @@ class DeconvolutionConfig(CellsmithConfig):
     lambda_kl: float = Field(0.01, ge=0)
     prop_kl_weight: float = Field(0.1, ge=0, description="Weight of KL(p_true || p) in the proportion loss.")
 
-    # Optimisation.
-    learning_rate: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(1e-5, ge=0)
-    batch_size: int = Field(128, ge=1)
-    cell_batch_size: int = Field(128, ge=1)
-    max_epochs: int = Field(80, ge=1)
+    # Optimisation (shared names; HP-VADE's defaults).
+    learning_rate: float = Field(1e-3, gt=0, description="Optimiser learning rate.")
+    weight_decay: float = Field(1e-5, ge=0, description="AdamW weight decay (not applied to log S).")
+    batch_size: int = Field(128, ge=1, description="Pseudo-bulk samples per batch.")
+    cell_batch_size: int = Field(128, ge=1, description="Reference cells per batch (VAE branch).")
+    max_epochs: int = Field(80, ge=1, description="Upper bound on training epochs.")
     patience: int = Field(10, ge=0, description="Early-stopping patience in epochs (0: off).")
     lr_patience: int = Field(
         4, ge=0, description="Halve the learning rate after this many epochs without a better "
         "validation loss (0: constant learning rate)."
     )
-    torch_threads: int = Field(
-        1, ge=1, description="CPU threads while training; 1 avoids thread spinning on shared machines."
+    num_threads: int | None = Field(
+        1, ge=1, description="CPU threads while training and predicting; 1 avoids thread spinning on "
+        "shared machines (None: torch's setting)."
     )
-    seed: int = 0

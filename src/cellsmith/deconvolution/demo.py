@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cellsmith.data import simulate
-from cellsmith.data.pseudobulk import stratified_split
+from cellsmith.data.splits import split_indices
 from cellsmith.datasets import simulated_pbmc
 from cellsmith.deconvolution.config import DeconvolutionConfig
 from cellsmith.deconvolution.evaluate import evaluation_report
@@ -17,13 +17,15 @@ def demo_section(out_dir: Path, *, seed: int = 0) -> Report:
     """Train on half of a simulated PBMC reference, predict bulk made from the other half."""
     cells = simulated_pbmc(n_cells=3000, n_genes=600, seed=seed)
     # Bulk from the other half of the cells: the model never saw these cells.
-    train_cells, bulk_cells = stratified_split(cells.obs["cell_type"].astype(str).to_numpy(), 0.5, seed=seed)
-    reference = cells[train_cells].copy()
-    bulk = simulate.bulk(cells[bulk_cells].copy(), 200, cells_per_sample=500, seed=seed + 1)
+    labels = cells.obs["cell_type"].astype(str).to_numpy()
+    parts = split_indices(cells.n_obs, {"bulk": 0.5}, seed=seed, groups=labels)
+    reference = cells[parts["train"]].copy()
+    bulk = simulate.bulk(cells[parts["bulk"]].copy(), 200, cells_per_sample=500, seed=seed + 1)
     config = DeconvolutionConfig(
-        n_marker_genes=None, n_train_samples=4000, n_val_samples=400, max_epochs=30, patience=6, seed=seed
+        n_marker_genes=None, n_train_samples=4000, n_val_samples=400, max_epochs=30, patience=6, seed=seed,
+        progress_bar=False,
     )
-    model = Deconvolver.train(reference, cell_type_key="cell_type", config=config, progress_bar=False)
+    model = Deconvolver(config).train(reference, cell_type_key="cell_type")
     model.save(out_dir / "model")
     comparison = model.evaluate(bulk, bulk.obsm["proportions"])
     report = evaluation_report(

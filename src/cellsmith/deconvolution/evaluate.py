@@ -251,9 +251,9 @@ def diagnostics_table(diagnostics: dict) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("quantity")
 
 
-def training_report(report: Report, training: dict, history: pd.DataFrame) -> None:
+def training_report(report: Report, training: dict, history: pd.DataFrame | None) -> None:
     """Append training curves, validation metrics and first-batch diagnostics to ``report``."""
-    if not history.empty:
+    if history is not None and not history.empty:
         report.figure(history_figure(history), caption="Training curves (best checkpoint kept by validation loss).")
     if training.get("validation"):
         report.text("Validation pseudo-bulks (cells never seen in training), pooled metrics:")
@@ -298,5 +298,5 @@ def evaluation_report(
         report.table(fit)
     if training:
         report.heading("Training")
-        training_report(report, training, history if history is not None else pd.DataFrame())
+        training_report(report, training, history)
     return report

@@ -1,20 +1,25 @@
 """The user-facing HP-VADE deconvolver: train on a labelled reference, predict bulk proportions.
 
-A saved model directory holds ``weights.pt`` (module state), ``config.yaml``,
-``genespace.json``, ``cell_types.json``, ``signature.csv`` (mean CPM per type of the training
-cells: the initial S and the NNLS baseline's signature), ``training.json`` (first-batch
-diagnostics, validation metrics), ``history.csv`` (per-epoch losses) and ``report.html``
-(training curves and diagnostics).
+``Deconvolver(config).train(reference, cell_type_key=...)`` returns the trained model; its
+folder (:meth:`~cellsmith.nn.base.CellsmithModel.save`) is the shared model directory
+(``config.yaml``, ``genespace.json``, ``weights.safetensors``, ``cellsmith_model.json``) with
+``setup.json`` (label key, counts layer, cell types, mRNA content per type) and the extras
+``signature.csv`` (mean CPM per type of the training cells: the initial S and the NNLS
+baseline's signature), ``training.json`` (first-batch diagnostics, validation metrics),
+``history.csv`` (per-epoch losses) and ``report.html`` (training curves and diagnostics).
+Folders of cellsmith 0.1 (``weights.pt``, ``cell_types.json``) still load.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-import shutil
-import tempfile
-from collections.abc import Sequence
+import types
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anndata as ad
 import numpy as np
@@ -26,23 +31,34 @@ from torch.utils.data import DataLoader, TensorDataset
 from cellsmith._logging import logger, seed_everything
 from cellsmith.data import GeneSpace, normalize, require_counts, require_linear
 from cellsmith.data.audit import describe_source
-from cellsmith.data.pseudobulk import (
-    cell_type_labels,
-    check_type_sizes,
-    pseudobulk,
-    stratified_split,
-)
+from cellsmith.data.pseudobulk import cell_type_labels, check_type_sizes, pseudobulk
+from cellsmith.data.splits import split_indices
 from cellsmith.deconvolution.config import DeconvolutionConfig
-from cellsmith.deconvolution.module import HPVADE, LossWeights
+from cellsmith.deconvolution.module import HPVADE
 from cellsmith.deconvolution.nnls import nnls_proportions
 from cellsmith.deconvolution.plan import HPVADEPlan
 from cellsmith.deconvolution.reference import consistent_marker_scores, mean_cpm_by_type, select_genes
-from cellsmith.errors import GeneSpaceError, InputError
-from cellsmith.report import Report, atomic_output_dir
+from cellsmith.errors import (
+    CellsmithDeprecationWarning,
+    ConfigError,
+    GeneSpaceError,
+    InputError,
+    ModelDirectoryError,
+)
+from cellsmith.nn import torch_threads
+from cellsmith.nn.base import CellsmithModel, deprecated
+from cellsmith.nn.saving import ModelFiles, load_legacy_state
+from cellsmith.report import Report
 
 #: Keys written into a predicted AnnData.
 OBSM_HPVADE, OBSM_NNLS = "proportions_hpvade", "proportions_nnls"
 OBS_FIT_HPVADE, OBS_FIT_NNLS = "fit_r2_log_hpvade", "fit_r2_log_nnls"
+#: Extra files of a model folder.
+SIGNATURE, TRAINING, REPORT = "signature.csv", "training.json", "report.html"
+#: Files of a cellsmith 0.1 model folder (no manifest).
+LEGACY_FILES = ("weights.pt", "config.yaml", "genespace.json", "cell_types.json", SIGNATURE)
+#: Bulk samples per batch at prediction (rows are independent; this bounds device memory).
+PREDICT_BATCH = 2048
 
 
 @dataclass
@@ -73,44 +89,80 @@ def r2_log(bulk_cpm: np.ndarray, reconstructed_cpm: np.ndarray) -> np.ndarray:
     return 1.0 - np.divide(residual, total, out=np.full_like(residual, np.nan), where=total > 0)
 
 
-class Deconvolver:
+class _TrainEntry:
+    """``model.train(...)`` trains the model; ``Deconvolver.train(reference, ..., config=cfg)``,
+    the classmethod of cellsmith 0.1, still works for one release: it builds
+    ``Deconvolver(cfg)``, warns with a :class:`~cellsmith.errors.CellsmithDeprecationWarning`
+    and trains it."""
+
+    def __init__(self, function: Callable[..., Any]):
+        self.function = function
+        functools.update_wrapper(self, function)
+
+    def __get__(self, instance: Any, owner: type) -> Callable[..., Any]:
+        if instance is not None:
+            return types.MethodType(self.function, instance)
+
+        @deprecated(
+            f"{owner.__name__}.train(reference, ..., config=cfg) is deprecated; write "
+            f"{owner.__name__}(cfg).train(reference, ...) (progress_bar is now a config option)."
+        )
+        @functools.wraps(self.function)
+        def build_and_train(
+            reference: ad.AnnData,
+            *args: Any,
+            config: DeconvolutionConfig | None = None,
+            progress_bar: bool | None = None,
+            **kwargs: Any,
+        ) -> Deconvolver:
+            config = config if config is not None else owner.config_class()
+            if progress_bar is not None:
+                config = config.model_copy(update={"progress_bar": progress_bar})
+            return owner(config).train(reference, *args, **kwargs)
+
+        return build_and_train
+
+
+class Deconvolver(CellsmithModel):
     """HP-VADE with its gene space, cell types and NNLS baseline.
 
-    Build one with :meth:`train` or :meth:`load`; then :meth:`predict`, :meth:`evaluate` and
-    :meth:`save`.
+    ``Deconvolver(config).train(reference, cell_type_key=...)`` or :meth:`load`; then
+    :meth:`predict`, :meth:`evaluate` and :meth:`save`.
+
+    Parameters
+    ----------
+    config
+        Options (default :class:`DeconvolutionConfig`); ``config.seed`` seeds everything.
     """
 
-    def __init__(
-        self,
-        module: HPVADE,
-        config: DeconvolutionConfig,
-        genespace: GeneSpace,
-        cell_types: Sequence[str],
-        reference_signature: np.ndarray,
-        training: dict | None = None,
-        history: pd.DataFrame | None = None,
-    ):
-        self.module = module.eval()
-        self.config = config
-        self.genespace = genespace
-        self.cell_types = list(cell_types)
-        self.reference_signature = reference_signature
-        self.training = training or {}
-        self.history = history if history is not None else pd.DataFrame()
+    workflow = "deconvolution"
+    config_class = DeconvolutionConfig
+    command = "cellsmith deconvolve train"
+
+    config: DeconvolutionConfig
+    module: HPVADE | None
+
+    def __init__(self, config: DeconvolutionConfig | None = None):
+        super().__init__(config)
+        self.cell_types: list[str] = []
+        #: (genes, types) mean CPM of the training cells: NNLS's signature and the initial S.
+        self.reference_signature: np.ndarray | None = None
+        #: Label key, counts layer, cell types and mRNA content per type (``setup.json``).
+        self.setup: dict[str, Any] = {}
+        #: First-batch diagnostics, epochs and validation metrics (``training.json``).
+        self.training: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ training
-    @classmethod
+    @_TrainEntry
     def train(
-        cls,
+        self,
         reference: ad.AnnData,
         *,
         cell_type_key: str,
         counts_layer: str | None = None,
         genes: Sequence[str] | None = None,
-        config: DeconvolutionConfig | None = None,
-        progress_bar: bool = True,
     ) -> Deconvolver:
-        """Train HP-VADE on pseudo-bulks of ``reference``.
+        """Train HP-VADE on pseudo-bulks of ``reference``; returns ``self``.
 
         Parameters
         ----------
@@ -118,17 +170,13 @@ class Deconvolver:
             Cells x genes, raw counts in X (or ``counts_layer``), labels in ``cell_type_key``.
         genes
             Restrict training to these genes (e.g. those a bulk data set has: ``--genes-from``).
-        config
-            Options (default :class:`DeconvolutionConfig`); ``config.seed`` seeds everything.
-        progress_bar
-            Show Lightning's progress bar.
 
         Raises
         ------
         InputError, ScaleError, GeneSpaceError
             Unknown key, a type with fewer than 2 cells, no raw counts, too few genes.
         """
-        config = config or DeconvolutionConfig()
+        config = self.config
         what = describe_source(reference)
         labels = cell_type_labels(reference, cell_type_key, what=what)
         counts = sp.csr_matrix(require_counts(reference, layer=counts_layer))
@@ -139,28 +187,21 @@ class Deconvolver:
             logger.info("restricted to the %d of %d reference genes the bulk has", keep.size, gene_names.size)
             counts, gene_names = counts[:, keep], gene_names[keep]
         seed_everything(config.seed)
-        train_cells, val_cells = stratified_split(labels, config.val_fraction, seed=config.seed)
+        # Every type with >= 2 cells has cells on both sides (check_type_sizes refused fewer).
+        parts = split_indices(labels.size, {"validation": config.val_fraction}, seed=config.seed, groups=labels)
+        train_cells, val_cells = parts["train"], parts["validation"]
 
-        scores = consistent_marker_scores(
-            counts[train_cells],
-            labels[train_cells],
-            cell_types,
-            min_mean_cpm=config.min_mean_cpm if config.n_marker_genes is not None else 0.0,
-            min_cell_fraction=config.min_cell_fraction if config.n_marker_genes is not None else 0.0,
-            seed=config.seed,
-        )
-        chosen = select_genes(
-            gene_names, scores, n_per_type=config.n_marker_genes, exclude_patterns=config.exclude_gene_patterns
-        )
+        chosen = self._marker_genes(counts[train_cells], labels[train_cells], cell_types, gene_names)
         counts = counts[:, chosen]
-        genespace = GeneSpace(gene_names[chosen])
-        signature = mean_cpm_by_type(counts[train_cells], labels[train_cells], cell_types)
+        self.genespace = GeneSpace(gene_names[chosen])
+        self.cell_types = cell_types
+        self.reference_signature = mean_cpm_by_type(counts[train_cells], labels[train_cells], cell_types)
         logger.info(
             "signature S initialised from the mean CPM of %d training cells per type (%s) over "
             "%d genes",
             train_cells.size,
             ", ".join(f"{t}: {int(np.sum(labels[train_cells] == t))}" for t in cell_types),
-            len(genespace),
+            len(self.genespace),
         )
         totals = np.asarray(counts[train_cells].sum(axis=1)).ravel()
         per_cell = np.array([totals[labels[train_cells] == t].mean() for t in cell_types])
@@ -169,10 +210,31 @@ class Deconvolver:
             "mRNA content per cell (mean counts over the model's genes, relative): %s",
             ", ".join(f"{t} {c:.3f}" for t, c in zip(cell_types, content)),
         )
-        module = build_module(config, signature, content)
-        model = cls(module, config, genespace, cell_types, signature)
-        model._fit(counts, labels, train_cells, val_cells, progress_bar=progress_bar)
-        return model
+        self.setup = {
+            "cell_type_key": cell_type_key,
+            "counts_layer": counts_layer,
+            "cell_types": cell_types,
+            "mrna_content": [float(c) for c in content],
+        }
+        self.module = build_module(config, self.reference_signature, content)
+        self._fit(counts, labels, train_cells, val_cells)
+        return self
+
+    def _marker_genes(self, counts, labels: np.ndarray, cell_types: list[str], gene_names: np.ndarray) -> np.ndarray:
+        """Indices of the model's genes, chosen on the training cells only."""
+        config = self.config
+        markers = config.n_marker_genes is not None
+        scores = consistent_marker_scores(
+            counts,
+            labels,
+            cell_types,
+            min_mean_cpm=config.min_mean_cpm if markers else 0.0,
+            min_cell_fraction=config.min_cell_fraction if markers else 0.0,
+            seed=config.seed,
+        )
+        return select_genes(
+            gene_names, scores, n_per_type=config.n_marker_genes, exclude_patterns=config.exclude_gene_patterns
+        )
 
     def _pseudobulk_tensors(self, counts, labels, cells, n_samples: int, seed: int):
         obs = pd.DataFrame({"cell_type": labels}, index=[f"cell{i}" for i in range(labels.size)])
@@ -194,62 +256,49 @@ class Deconvolver:
         codes = np.array(pd.Categorical(labels[cells], categories=self.cell_types).codes, dtype=np.int64)
         return torch.from_numpy(log_cells), torch.from_numpy(codes)
 
-    def _fit(self, counts, labels, train_cells, val_cells, *, progress_bar: bool) -> None:
-        from cellsmith.nn import load_best_weights, make_trainer, torch_threads
-
+    def _fit(self, counts, labels, train_cells, val_cells) -> None:
         config = self.config
         train_bulk = self._pseudobulk_tensors(counts, labels, train_cells, config.n_train_samples, config.seed)
         val_bulk = self._pseudobulk_tensors(counts, labels, val_cells, config.n_val_samples, config.seed + 1)
         plan = HPVADEPlan(
             self.module,
+            config,
             self._cell_tensors(counts, labels, train_cells),
             self._cell_tensors(counts, labels, val_cells),
-            weights=LossWeights(
-                vae_kl=config.lambda_kl,
-                proto=config.lambda_proto,
-                bulk_recon=config.lambda_bulk_recon,
-                bulk_prop=config.lambda_bulk,
-                prop_kl=config.prop_kl_weight,
-            ),
-            gene_noise_sd=config.gene_noise_sd,
-            cell_batch_size=config.cell_batch_size,
-            learning_rate=config.learning_rate,
-            weight_decay=config.weight_decay,
-            lr_patience=config.lr_patience,
         )
         generator = torch.Generator().manual_seed(config.seed)
         train_loader = DataLoader(
             TensorDataset(*train_bulk), batch_size=config.batch_size, shuffle=True, generator=generator
         )
         val_loader = DataLoader(TensorDataset(*val_bulk), batch_size=config.batch_size)
-        work = Path(tempfile.mkdtemp(prefix="cellsmith_deconvolve_"))
-        try:
-            trainer = make_trainer(
-                work, max_epochs=config.max_epochs, patience=config.patience, progress_bar=progress_bar
-            )
-            plan.train()  # the module is kept in eval mode outside training
-            with torch_threads(config.torch_threads):
-                trainer.fit(plan, train_loader, val_loader)
-            load_best_weights(trainer, plan)
-            self.history = _epoch_history(work / "logs" / "metrics.csv")
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        self.module.eval()
+        trainer = self.fit_plan(plan, train_loader, val_loader)
         val_pred = self._predict_cpm(val_bulk[0].numpy())
         truth = pd.DataFrame(val_bulk[1].numpy(), columns=self.cell_types)
+        best = trainer.checkpoint_callback.best_model_score if trainer.checkpoint_callback else None
         self.training = {
             "diagnostics": plan.diagnostics,
             "epochs_trained": int(trainer.current_epoch),
-            "best_val_loss": float(trainer.checkpoint_callback.best_model_score or np.nan),
+            "best_val_loss": float(best) if best is not None else float("nan"),
             "validation": _validation_summary(val_pred, truth),
         }
 
     # ------------------------------------------------------------------ inference
+    def _network(self, bulk_cpm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """HP-VADE proportions and reconstructed CPM, in batches on :attr:`device`."""
+        device = self.device
+        module = self.module.to(device)
+        proportions, reconstructed = [], []
+        with torch.no_grad(), torch_threads(self.config.num_threads):
+            # max(.., 1): zero samples still give one (empty) batch of the right width.
+            for start in range(0, max(len(bulk_cpm), 1), PREDICT_BATCH):
+                batch = torch.as_tensor(bulk_cpm[start : start + PREDICT_BATCH], dtype=torch.float32).to(device)
+                p = module.proportions(batch)
+                proportions.append(p.cpu().numpy())
+                reconstructed.append(module.reconstruct_bulk(p).cpu().numpy())
+        return np.concatenate(proportions), np.concatenate(reconstructed).astype(np.float64)
+
     def _predict_cpm(self, bulk_cpm: np.ndarray, index: Sequence[str] | None = None) -> Prediction:
-        with torch.no_grad():
-            props_tensor = self.module.proportions(torch.as_tensor(bulk_cpm, dtype=torch.float32))
-            reconstructed = self.module.reconstruct_bulk(props_tensor).numpy().astype(np.float64)
-        props = props_tensor.numpy()
+        props, reconstructed = self._network(bulk_cpm)
         nnls, coefficients = nnls_proportions(bulk_cpm, self.reference_signature)
         index = pd.Index(index if index is not None else [str(i) for i in range(len(bulk_cpm))], dtype=str)
         fit = pd.DataFrame(
@@ -276,6 +325,7 @@ class Deconvolver:
         GeneSpaceError
             Fewer than ``min_gene_overlap`` of the model's genes in the bulk.
         """
+        self.require_trained()
         values, scale = require_linear(bulk, layer=layer)
         linear = ad.AnnData(X=values, obs=pd.DataFrame(index=bulk.obs_names), var=pd.DataFrame(index=bulk.var_names))
         linear.uns["cellsmith"] = dict(bulk.uns.get("cellsmith", {}))
@@ -329,20 +379,17 @@ class Deconvolver:
         return compare({"HP-VADE": prediction.proportions, "NNLS": prediction.nnls}, truth, mapping=mapping)
 
     # ------------------------------------------------------------------ persistence
-    def save(self, path: str | Path) -> Path:
-        """Write the model directory (replaced only once complete)."""
-        with atomic_output_dir(path) as tmp:
-            torch.save(self.module.state_dict(), tmp / "weights.pt")
-            self.config.to_yaml(tmp / "config.yaml")
-            self.genespace.write(tmp / "genespace.json")
-            (tmp / "cell_types.json").write_text(json.dumps(self.cell_types))
-            pd.DataFrame(self.reference_signature, index=list(self.genespace), columns=self.cell_types).to_csv(
-                tmp / "signature.csv"
-            )
-            (tmp / "training.json").write_text(json.dumps(self.training, indent=2))
-            self.history.to_csv(tmp / "history.csv", index=False)
-            self.training_report().write(tmp / "report.html")
-        return Path(path)
+    def setup_dict(self) -> dict[str, Any]:
+        return dict(self.setup)
+
+    def extra_files(self) -> dict[str, Callable[[Path], None]]:
+        signature = pd.DataFrame(self.reference_signature, index=list(self.genespace), columns=self.cell_types)
+        return {
+            **super().extra_files(),
+            SIGNATURE: signature.to_csv,
+            TRAINING: lambda path: path.write_text(json.dumps(self.training, indent=2)),
+            REPORT: self.training_report().write,
+        }
 
     def training_report(self) -> Report:
         """Training curves, validation metrics and first-batch diagnostics as an HTML page."""
@@ -353,28 +400,58 @@ class Deconvolver:
         training_report(report, self.training, self.history)
         return report
 
-    @classmethod
-    def load(cls, path: str | Path) -> Deconvolver:
-        """Load a directory written by :meth:`save` (in any process)."""
-        path = Path(path)
-        needed = ["weights.pt", "config.yaml", "genespace.json", "cell_types.json", "signature.csv"]
-        absent = [name for name in needed if not (path / name).is_file()]
-        if absent:
-            raise InputError(
-                f"{path} is not a deconvolution model directory (missing {', '.join(absent)}); pass "
-                "the --out folder of `cellsmith deconvolve train`."
+    def restore(self, files: ModelFiles) -> None:
+        """Rebuild HP-VADE from ``setup.json``, ``signature.csv`` and the weights."""
+        self.setup = dict(files.setup)
+        self.cell_types = [str(t) for t in self.setup["cell_types"]]
+        path = files.file(SIGNATURE)
+        if path is None:
+            raise ModelDirectoryError(f"{files.path} is incomplete: {SIGNATURE} missing; train the model again.")
+        signature = pd.read_csv(path, index_col=0)
+        if list(signature.index.astype(str)) != list(self.genespace) or list(signature.columns) != self.cell_types:
+            raise ModelDirectoryError(
+                f"{path} does not match the model's genes and cell types; the folder is damaged, train again."
             )
-        config = DeconvolutionConfig.from_yaml(path / "config.yaml")
-        genespace = GeneSpace.read(path / "genespace.json")
+        self.reference_signature = signature.to_numpy()
+        self.module = build_module(self.config, self.reference_signature, np.asarray(self.setup["mrna_content"]))
+        self.module.load_state_dict(files.weights)
+        training = files.file(TRAINING)
+        self.training = json.loads(training.read_text()) if training is not None else {}
+
+    @classmethod
+    def read_legacy(cls, path: Path) -> ModelFiles:
+        """A deconvolution folder of cellsmith 0.1: ``weights.pt`` (a state dict, read with
+        ``weights_only=True``), ``config.yaml``, ``genespace.json``, ``cell_types.json``,
+        ``signature.csv``. Save the loaded model to convert the folder."""
+        absent = [name for name in LEGACY_FILES if not (path / name).is_file()]
+        if absent:
+            raise ModelDirectoryError(
+                f"{path} has no cellsmith_model.json and is not a deconvolution folder of cellsmith 0.1 "
+                f"either (missing {', '.join(absent)}); pass the --out folder of `{cls.command}`."
+            )
+        warnings.warn(
+            f"{path} is a model folder of cellsmith 0.1: it loads for one release; save it again "
+            f"({cls.__name__}.load(path).save(new_path)) to write the current format.",
+            CellsmithDeprecationWarning,
+            stacklevel=2,
+        )
+        try:
+            config = cls.config_class.from_yaml(path / "config.yaml")
+        except ConfigError as err:
+            raise ModelDirectoryError(f"{path}: {err}") from None
+        weights = load_legacy_state(path / "weights.pt")
+        if not isinstance(weights, dict) or "mrna_content" not in weights:
+            raise ModelDirectoryError(f"{path / 'weights.pt'} is not an HP-VADE state dict; train the model again.")
         cell_types = json.loads((path / "cell_types.json").read_text())
-        signature = pd.read_csv(path / "signature.csv", index_col=0)
-        if list(signature.index.astype(str)) != list(genespace) or list(signature.columns) != cell_types:
-            raise InputError(f"{path}/signature.csv does not match genespace.json / cell_types.json.")
-        module = build_module(config, signature.to_numpy(), np.ones(len(cell_types)))
-        module.load_state_dict(torch.load(path / "weights.pt", map_location="cpu", weights_only=True))
-        training = json.loads((path / "training.json").read_text()) if (path / "training.json").is_file() else {}
-        history = pd.read_csv(path / "history.csv") if (path / "history.csv").is_file() else None
-        return cls(module, config, genespace, cell_types, signature.to_numpy(), training, history)
+        setup = {
+            "cell_type_key": None,
+            "counts_layer": None,
+            "cell_types": cell_types,
+            "mrna_content": [float(c) for c in weights["mrna_content"]],
+        }
+        return ModelFiles(
+            path=path, config=config, setup=setup, weights=weights, genespace=GeneSpace.read(path / "genespace.json")
+        )
 
 
 def build_module(config: DeconvolutionConfig, signature: np.ndarray, content: np.ndarray) -> HPVADE:
@@ -387,14 +464,6 @@ def build_module(config: DeconvolutionConfig, signature: np.ndarray, content: np
         deconv_hidden=config.deconv_hidden,
         dropout=config.dropout,
     )
-
-
-def _epoch_history(metrics_csv: Path) -> pd.DataFrame:
-    """One row per epoch from Lightning's CSV log (train and val rows merged)."""
-    if not metrics_csv.is_file():
-        return pd.DataFrame()
-    log = pd.read_csv(metrics_csv)
-    return log.drop(columns=[c for c in ("step",) if c in log]).groupby("epoch").mean().reset_index()
 
 
 def _validation_summary(prediction: Prediction, truth: pd.DataFrame) -> dict:

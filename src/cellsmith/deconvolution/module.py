@@ -14,15 +14,15 @@ Shapes: ``G`` genes, ``K`` cell types, ``B`` bulk samples, ``C`` cells, ``L`` la
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from cellsmith.data import normalize
-from cellsmith.nn import GaussianEncoder, kl_standard_normal, mlp
+from cellsmith.nn import GaussianEncoder, LossOutput, kl_standard_normal, mlp
 
 #: Floor added to the signature before the log, so genes with zero mean CPM stay finite.
 SIGNATURE_FLOOR_CPM = 1e-3
@@ -39,30 +39,9 @@ class LossWeights:
     bulk_prop: float = 5.0
     prop_kl: float = 0.1
 
-
-@dataclass
-class HPVADELoss:
-    """Named loss terms (unweighted) and the weighted total."""
-
-    total: torch.Tensor
-    vae_recon: torch.Tensor
-    vae_kl: torch.Tensor
-    proto: torch.Tensor
-    bulk_recon: torch.Tensor
-    bulk_prop: torch.Tensor
-
-    def terms(self) -> dict[str, torch.Tensor]:
-        """Every term but the total."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "total"}
-
-    def weighted(self, weights: LossWeights) -> dict[str, float]:
-        """Each term times its weight, as floats (what the total is made of)."""
-        return {name: float(value.detach()) * getattr(weights, name) for name, value in self.terms().items()}
-
-
-def log_cpm(cpm: torch.Tensor) -> torch.Tensor:
-    """The log scale of bulk comparisons: ``log1p(cpm / 100)`` (= bulk_to_network)."""
-    return normalize.bulk_to_network(cpm)
+    def weighted(self, terms: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each named term times its weight: the parts the total loss is the sum of."""
+        return {name: getattr(self, name) * value for name, value in terms.items()}
 
 
 class HPVADE(nn.Module):
@@ -125,7 +104,7 @@ class HPVADE(nn.Module):
 
     def prototypes(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(K, L) latent prototypes (encoder means of log1p(S_k / 100)) and (K, G) their targets."""
-        target = log_cpm(self.signature.T)
+        target = normalize.bulk_to_network(self.signature.T)
         mu, _, _ = self.encoder(target)
         return mu, target
 
@@ -155,22 +134,30 @@ class HPVADE(nn.Module):
         cells_log: torch.Tensor,
         cell_types: torch.Tensor,
         weights: LossWeights,
-    ) -> HPVADELoss:
-        """All loss terms for the outputs of :meth:`forward` (means over batch and genes)."""
+    ) -> LossOutput:
+        """All loss terms for the outputs of :meth:`forward` (means over batch and genes).
+
+        Returns
+        -------
+        LossOutput
+            ``loss``: the weighted sum; ``terms``: ``vae_recon``, ``vae_kl``, ``proto``,
+            ``bulk_recon`` and ``bulk_prop``, unweighted (``weights.weighted(terms)`` gives the
+            parts of the sum).
+        """
         vae_recon = F.mse_loss(out["cells_rec"], cells_log)
         vae_kl = kl_standard_normal(out["mu"], out["log_var"]).mean()
         proto = (out["mu"] - out["proto_mu"][cell_types]).pow(2).mean() + F.mse_loss(
             out["proto_rec"], out["proto_target"]
         )
-        bulk_recon = F.mse_loss(log_cpm(out["bulk_rec"]), log_cpm(bulk_cpm))
+        bulk_recon = F.mse_loss(normalize.bulk_to_network(out["bulk_rec"]), normalize.bulk_to_network(bulk_cpm))
         log_p = out["logits"].log_softmax(-1)
         kl_p = (torch.xlogy(true_proportions, true_proportions) - true_proportions * log_p).sum(-1).mean()
         bulk_prop = F.mse_loss(out["proportions"], true_proportions) + weights.prop_kl * kl_p
-        total = (
-            weights.vae_recon * vae_recon
-            + weights.vae_kl * vae_kl
-            + weights.proto * proto
-            + weights.bulk_recon * bulk_recon
-            + weights.bulk_prop * bulk_prop
-        )
-        return HPVADELoss(total, vae_recon, vae_kl, proto, bulk_recon, bulk_prop)
+        terms = {
+            "vae_recon": vae_recon,
+            "vae_kl": vae_kl,
+            "proto": proto,
+            "bulk_recon": bulk_recon,
+            "bulk_prop": bulk_prop,
+        }
+        return LossOutput(sum(weights.weighted(terms).values()), terms)

@@ -1,12 +1,17 @@
-"""Lightning training plan of HP-VADE: optimisation, logging and first-batch diagnostics."""
+"""Lightning training plan of HP-VADE: augmentation, cell batches, optimiser groups, learning-rate
+schedule and first-batch diagnostics on top of the shared :class:`~cellsmith.nn.TrainingPlan`."""
 
 from __future__ import annotations
 
-import lightning as L
+from typing import Any
+
 import torch
 
 from cellsmith._logging import logger
-from cellsmith.deconvolution.module import HPVADE, HPVADELoss, LossWeights, log_cpm
+from cellsmith.data import normalize
+from cellsmith.deconvolution.config import DeconvolutionConfig
+from cellsmith.deconvolution.module import HPVADE, LossWeights
+from cellsmith.nn import LossOutput, TrainingPlan
 
 #: A weighted loss term this many times larger than every other one drowns them out.
 DOMINANCE_RATIO = 1e3
@@ -18,7 +23,7 @@ def _stats(x: torch.Tensor) -> dict[str, float]:
 
 
 def first_batch_diagnostics(
-    module: HPVADE, out: dict[str, torch.Tensor], bulk_cpm: torch.Tensor, loss: HPVADELoss,
+    module: HPVADE, out: dict[str, torch.Tensor], bulk_cpm: torch.Tensor, loss: LossOutput,
     weights: LossWeights,
 ) -> dict:
     """Ranges of every scale the model touches and the weighted loss terms, with a verdict.
@@ -30,17 +35,15 @@ def first_batch_diagnostics(
         "dominant_term": name or None}``; a term is dominant when it exceeds every other
         weighted term by more than 1,000x.
     """
-    from cellsmith.data import normalize
-
     ranges = {
         "bulk_cpm": _stats(bulk_cpm),
         "network_input": _stats(normalize.bulk_to_network(bulk_cpm)),
         "signature_cpm": _stats(module.signature),
         "bulk_rec_cpm": _stats(out["bulk_rec"]),
-        "bulk_rec_log": _stats(log_cpm(out["bulk_rec"])),
+        "bulk_rec_log": _stats(normalize.bulk_to_network(out["bulk_rec"])),
         "proportions": _stats(out["proportions"]),
     }
-    weighted = loss.weighted(weights)
+    weighted = {name: float(value.detach()) for name, value in weights.weighted(loss.terms).items()}
     ordered = sorted(weighted.items(), key=lambda kv: kv[1], reverse=True)
     dominant = None
     if len(ordered) > 1 and ordered[0][1] > DOMINANCE_RATIO * max(ordered[1][1], 1e-12):
@@ -62,94 +65,97 @@ def log_diagnostics(diagnostics: dict) -> None:
         )
 
 
-class HPVADEPlan(L.LightningModule):
-    """Trains :class:`HPVADE` on (bulk CPM, true proportions) batches plus random cell batches.
+def loss_weights(config: DeconvolutionConfig) -> LossWeights:
+    """The loss weights of a config (VAE reconstruction has weight 1)."""
+    return LossWeights(
+        vae_kl=config.lambda_kl,
+        proto=config.lambda_proto,
+        bulk_recon=config.lambda_bulk_recon,
+        bulk_prop=config.lambda_bulk,
+        prop_kl=config.prop_kl_weight,
+    )
+
+
+class HPVADEPlan(TrainingPlan):
+    """Trains :class:`HPVADE` on (bulk CPM, true proportions) batches plus cell batches.
+
+    What differs from the base plan: training bulk is augmented (``config.gene_noise_sd``:
+    per-sample, per-gene ``exp(N(0, sd))`` factors, re-normalised to CPM; validation bulk is left
+    as simulated), every bulk batch comes with ``config.cell_batch_size`` cells for the VAE branch
+    (random in training, a fixed sequence in validation), log S has no weight decay, the learning
+    rate halves after ``config.lr_patience`` epochs without a better validation loss, and the
+    first training batch is checked (:func:`first_batch_diagnostics`).
 
     Parameters
     ----------
     module
         The torch module.
+    config
+        Loss weights, augmentation, batch sizes and optimiser options.
     train_cells, val_cells
-        ``(C, G)`` log1p(CP10k) cells and their ``(C,)`` type codes, for the VAE branch.
-    weights
-        Loss weights.
-    gene_noise_sd
-        Training bulk is multiplied by per-sample, per-gene ``exp(N(0, sd))`` factors and
-        re-normalised to CPM (augmentation; validation bulk is left as simulated).
-    cell_batch_size, learning_rate, weight_decay
-        Optimisation.
-    lr_patience
-        Halve the learning rate after this many epochs without a better validation loss (0: off).
+        ``(C, G)`` log1p(CP10k) cells and their ``(C,)`` type codes; moved to the training
+        device once, when fitting starts.
     """
 
     def __init__(
         self,
         module: HPVADE,
+        config: DeconvolutionConfig,
         train_cells: tuple[torch.Tensor, torch.Tensor],
         val_cells: tuple[torch.Tensor, torch.Tensor],
-        *,
-        weights: LossWeights,
-        gene_noise_sd: float,
-        cell_batch_size: int,
-        learning_rate: float,
-        weight_decay: float,
-        lr_patience: int = 0,
     ):
-        super().__init__()
-        self.module = module
-        self.train_cells, self.val_cells = train_cells, val_cells
-        self.weights = weights
-        self.gene_noise_sd = gene_noise_sd
-        self.cell_batch_size = cell_batch_size
-        self.learning_rate, self.weight_decay = learning_rate, weight_decay
-        self.lr_patience = lr_patience
+        super().__init__(module, config)
+        self.weights = loss_weights(config)
+        # Plain attributes, not buffers: DDP would broadcast buffers at every step.
+        self.cells = {"train": train_cells, "val": val_cells}
         self.diagnostics: dict | None = None
-
-    def _cell_batch(self, cells: tuple[torch.Tensor, torch.Tensor], index: torch.Tensor):
-        return cells[0][index], cells[1][index]
-
-    def _step(self, batch, cells, cell_index, prefix: str) -> HPVADELoss:
-        bulk_cpm, true_props = batch
-        cells_log, cell_types = self._cell_batch(cells, cell_index)
-        out = self.module(bulk_cpm, cells_log)
-        loss = self.module.loss(out, bulk_cpm, true_props, cells_log, cell_types, self.weights)
-        if prefix == "train" and self.diagnostics is None:
-            self.diagnostics = first_batch_diagnostics(self.module, out, bulk_cpm, loss, self.weights)
-            log_diagnostics(self.diagnostics)
-        size = bulk_cpm.shape[0]
-        self.log(f"{prefix}_loss", loss.total, prog_bar=True, on_epoch=True, on_step=False, batch_size=size)
-        for name, value in loss.terms().items():
-            self.log(f"{prefix}_{name}", value, on_epoch=True, on_step=False, batch_size=size)
-        return loss
+        self._val_batch = 0
 
     def _augment(self, bulk_cpm: torch.Tensor) -> torch.Tensor:
-        from cellsmith.data import normalize
-
-        if self.gene_noise_sd <= 0:
+        if self.config.gene_noise_sd <= 0:
             return bulk_cpm
-        noise = torch.randn_like(bulk_cpm) * self.gene_noise_sd
+        noise = torch.randn_like(bulk_cpm) * self.config.gene_noise_sd
         return normalize.cpm(bulk_cpm * noise.exp())
 
-    def training_step(self, batch, batch_idx):
-        batch = (self._augment(batch[0]), batch[1])
-        n_cells = self.train_cells[0].shape[0]
-        index = torch.randint(0, n_cells, (self.cell_batch_size,))
-        return self._step(batch, self.train_cells, index, "train").total
+    def _cell_batch(self, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        cells, codes = self.cells[stage]
+        size = self.config.cell_batch_size
+        if stage == "train":
+            # Drawn by the CPU generator (seeded per epoch): the same cells on every device.
+            index = torch.randint(0, cells.shape[0], (size,)).to(cells.device)
+        else:
+            # Deterministic cell batches: the same validation loss for the same weights.
+            start = self._val_batch * size
+            self._val_batch += 1
+            index = torch.arange(start, start + size, device=cells.device) % cells.shape[0]
+        return cells[index], codes[index]
 
-    def validation_step(self, batch, batch_idx):
-        # Deterministic cell batches: the same validation loss for the same weights.
-        n_cells = self.val_cells[0].shape[0]
-        start = batch_idx * self.cell_batch_size
-        index = torch.arange(start, start + self.cell_batch_size) % n_cells
-        self._step(batch, self.val_cells, index, "val")
+    def on_fit_start(self) -> None:
+        self.cells = {stage: tuple(t.to(self.device) for t in pair) for stage, pair in self.cells.items()}
 
-    def configure_optimizers(self):
+    def on_validation_epoch_start(self) -> None:
+        self._val_batch = 0
+
+    def compute_loss(self, batch: Any, stage: str) -> LossOutput:
+        bulk_cpm, true_props = batch
+        if stage == "train":
+            bulk_cpm = self._augment(bulk_cpm)
+        cells, codes = self._cell_batch(stage)
+        out = self.module(bulk_cpm, cells)
+        loss = self.module.loss(out, bulk_cpm, true_props, cells, codes, self.weights)
+        if stage == "train" and self.diagnostics is None:
+            self.diagnostics = first_batch_diagnostics(self.module, out, bulk_cpm, loss, self.weights)
+            log_diagnostics(self.diagnostics)
+        return loss
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
         # No weight decay on log S: it would pull every signature entry towards 1 CPM.
-        signature = [self.module.log_signature]
         others = [p for name, p in self.module.named_parameters() if name != "log_signature"]
-        groups = [{"params": others, "weight_decay": self.weight_decay}, {"params": signature, "weight_decay": 0.0}]
-        optimizer = torch.optim.AdamW(groups, lr=self.learning_rate)
-        if self.lr_patience <= 0:
+        return [{"params": others}, {"params": [self.module.log_signature], "weight_decay": 0.0}]
+
+    def configure_optimizers(self) -> Any:
+        optimizer = super().configure_optimizers()
+        if self.config.lr_patience <= 0:
             return optimizer
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=self.lr_patience)
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.5, patience=self.config.lr_patience)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "monitor": "val_loss"}}

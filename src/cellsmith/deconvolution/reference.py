@@ -14,7 +14,7 @@ import scipy.sparse as sp
 
 from cellsmith._logging import logger
 from cellsmith.data import normalize
-from cellsmith.data.pseudobulk import stratified_split
+from cellsmith.data.splits import split_indices
 from cellsmith.errors import GeneSpaceError
 
 #: Fewest genes a model can be trained on.
@@ -66,7 +66,7 @@ def consistent_marker_scores(
     chosen for a high fold change in these cells has a lower one in new cells); requiring the
     fold change in both halves keeps markers that hold across cells.
     """
-    halves = stratified_split(labels, 0.5, seed=seed)
+    halves = split_indices(len(labels), {"half": 0.5}, seed=seed, groups=labels).values()
     return np.minimum(*[
         marker_scores(
             mean_cpm_by_type(counts[half], labels[half], cell_types),
