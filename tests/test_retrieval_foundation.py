@@ -1,14 +1,19 @@
 """The foundation-model adapter: binning by hand, vocabulary mapping, a tiny transformer."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from cellsmith.data import normalize
 from cellsmith.errors import CellsmithError
-from cellsmith.retrieval import RetrievalConfig, RetrievalWarning, make_embedder, mask_counts
+from cellsmith.retrieval import RetrievalConfig, RetrievalHead, RetrievalWarning, make_embedder, mask_counts
 from cellsmith.retrieval import factory
-from cellsmith.retrieval.foundation import FoundationEmbedder, TinyFoundationModel, bin_values, load_scgpt, map_genes
+from cellsmith.retrieval.foundation import (
+    FoundationEmbedder, TinyFoundationModel, bin_values, load_scgpt, map_genes, read_state_dict,
+)
 from cellsmith.retrieval.runner import run_retrieval
 
 
@@ -78,3 +83,46 @@ def test_tiny_foundation_and_finetuned_head_run_in_the_benchmark(small_screen, t
     assert result.metrics[["exact_hit@1", "mrr"]].notna().all().all()
     # fine-tuning trains a copy: the shared frozen model is unchanged
     assert all(torch.equal(before[k], v) for k, v in tiny_foundation.state_dict().items())
+
+
+def test_a_finetuned_foundation_head_saves_and_loads(small_screen, tiny_foundation, tmp_path):
+    counts = mask_counts(small_screen, perturbation_key="target_gene", control_label="non-targeting")
+    codes = small_screen.obs["target_gene"].cat.codes.to_numpy()
+    config = RetrievalConfig(head={"max_epochs": 1, "max_batches_per_epoch": 2, "accelerator": "cpu"})
+    head = make_embedder("head:tiny:finetune", config)
+    head.fit(counts.rows(np.arange(0, 1500, 2)), codes[::2], val=counts.rows(np.arange(1, 300, 2)),
+             val_labels=codes[1:300:2], seed=0)
+    head.model.save(tmp_path / "head")
+    backbone = json.loads((tmp_path / "head" / "setup.json").read_text())["backbone"]
+    assert backbone["kind"] == "foundation" and backbone["model"]["class"] == "tiny" and backbone["n_genes"] == 150
+    again = RetrievalHead.load(tmp_path / "head")
+    test = counts.rows(np.arange(1, 40, 2))
+    np.testing.assert_array_equal(again.predict(head.base.features(test)), head.transform(test))
+
+
+class _Payload:
+    """Unpickling this creates the file ``path``."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def test_a_checkpoint_is_read_as_a_state_dict_only(tmp_path):
+    good = tmp_path / "good.pt"
+    torch.save(nn.Linear(2, 2).state_dict(), good)
+    assert set(read_state_dict(good)) == {"weight", "bias"}
+    marker = tmp_path / "pwned"
+    bad = tmp_path / "best_model.pt"
+    torch.save({"weight": _Payload(marker)}, bad)
+    with pytest.raises(CellsmithError, match=f"checkpoint {bad} cannot be read as a state dict"):
+        read_state_dict(bad)
+    assert not marker.exists()
+    torch.save(nn.Linear(2, 2), bad)  # a whole pickled module, not its state dict
+    with pytest.raises(CellsmithError, match="best_model.pt cannot be read as a state dict"):
+        read_state_dict(bad)
+    torch.save([torch.zeros(1)], bad)
+    with pytest.raises(CellsmithError, match="holds a list, not a state dict"):
+        read_state_dict(bad)

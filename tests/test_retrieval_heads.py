@@ -1,13 +1,19 @@
-"""Learned heads: balanced batches, the InfoNCE loss, training through make_trainer."""
+"""Learned heads: balanced batches, the InfoNCE loss, the RetrievalHead model API."""
+
+import json
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from cellsmith.errors import ConfigError, InputError
-from cellsmith.retrieval import BalancedBatchSampler, RetrievalConfig, make_embedder, mask_counts, split_cells
-from cellsmith.retrieval.heads import HeadConfig, supervised_info_nce
+from cellsmith.errors import CellsmithDeprecationWarning, ConfigError, InputError
+from cellsmith.nn import LossOutput
+from cellsmith.retrieval import (
+    BalancedBatchSampler, PCAEmbedder, RetrievalConfig, RetrievalHead, make_embedder, mask_counts, split_cells,
+)
+from cellsmith.retrieval.heads import HeadConfig, HeadTrainingPlan, RetrievalHeadModule, supervised_info_nce
 
 
 def test_balanced_batches_hold_several_cells_of_several_perturbations():
@@ -60,8 +66,82 @@ def test_head_trains_and_embeds(small_screen, spec, tmp_path):
     head = make_embedder(spec, config, work_dir=tmp_path)
     head.fit(counts.rows(split.train), split.codes[split.train], val=counts.rows(split.val),
              val_labels=split.codes[split.val], seed=0)
-    assert (tmp_path / "checkpoints" / "best.ckpt").is_file() and (tmp_path / "logs" / "metrics.csv").is_file()
+    assert (tmp_path / "checkpoints" / "best.ckpt").is_file()
+    log = (tmp_path / "logs" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"train_loss", "val_loss", "val_hit1"} <= set(log)
     z = head.transform(counts.rows(split.test))
     assert z.shape == (split.test.size, config.head.dim)
     np.testing.assert_allclose(np.linalg.norm(z, axis=1), 1.0, rtol=1e-5)
     assert 0.0 <= head.best_val_hit1 <= 1.0
+
+
+def _pca_features(small_screen, seed=0):
+    """Masked log1p features, the fitted PCA embedder and the split of the small screen."""
+    counts = mask_counts(small_screen, perturbation_key="target_gene", control_label="non-targeting")
+    split = split_cells(small_screen.obs["target_gene"], seed=seed)
+    pca = PCAEmbedder(n_components=10).fit(counts.rows(split.train), None, val=None, val_labels=None, seed=seed)
+    rows = {part: pca.features(counts.rows(getattr(split, part))) for part in ("train", "val", "test")}
+    labels = {part: split.codes[getattr(split, part)] for part in ("train", "val", "test")}
+    return pca, rows, labels
+
+
+def _head_config(**kw):
+    options = {"max_epochs": 2, "max_batches_per_epoch": 5, "patience": 0, "accelerator": "cpu"}
+    return HeadConfig(**{**options, **kw})
+
+
+def _train(pca, rows, labels, config):
+    return RetrievalHead(config, backbone=pca.backbone()).train(
+        rows["train"], labels["train"], val=rows["val"], val_labels=labels["val"]
+    )
+
+
+def test_retrieval_head_follows_the_model_api(small_screen, tmp_path):
+    pca, rows, labels = _pca_features(small_screen)
+    model = RetrievalHead(_head_config(mode="finetune"), backbone=pca.backbone())
+    assert model.train(rows["train"], labels["train"], val=rows["val"], val_labels=labels["val"]) is model
+    z = model.predict(rows["test"])
+    assert z.shape == (rows["test"].shape[0], 64) and z.dtype == np.float32
+    assert model.epochs_trained == 2 and 0.0 <= model.best_val_hit1 <= 1.0
+    assert {"train_loss", "train_positive_pairs", "val_loss", "val_hit1"} <= set(model.history.columns)
+    model.save(tmp_path / "head")
+    setup = json.loads((tmp_path / "head" / "setup.json").read_text())
+    assert setup["backbone"] == {"kind": "linear", "n_inputs": rows["train"].shape[1], "n_outputs": 10}
+    assert setup["n_classes"] == 9 and setup["n_features"] == rows["train"].shape[1]
+    again = RetrievalHead.load(tmp_path / "head")
+    np.testing.assert_array_equal(again.predict(rows["test"]), z)
+    assert again.config == model.config and again.epochs_trained == 2
+    with pytest.raises(InputError, match=f"trained on {rows['train'].shape[1]} features; got rows of 3"):
+        again.predict(np.zeros((2, 3)))
+
+
+def test_retrieval_head_seed_lives_in_the_config(small_screen):
+    pca, rows, labels = _pca_features(small_screen)
+    a = _train(pca, rows, labels, _head_config(seed=3)).predict(rows["test"])
+    b = _train(pca, rows, labels, _head_config(seed=3)).predict(rows["test"])
+    c = _train(pca, rows, labels, _head_config(seed=4)).predict(rows["test"])
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_loss_output_and_learning_rates_of_head_and_backbone():
+    config = HeadConfig(mode="finetune", learning_rate=1e-2, backbone_learning_rate=1e-5)
+    module = RetrievalHeadModule(nn.Linear(6, 4), 4, 3, config)
+    out = module.loss(torch.randn(8, 6), torch.tensor([0, 0, 1, 1, 2, 2, 0, 1]))
+    assert isinstance(out, LossOutput) and out.loss.dim() == 0 and out.terms["positive_pairs"].item() == 14  # ordered pairs: 6 + 6 + 2
+    plan = HeadTrainingPlan(module, config, torch.randn(6, 6), torch.tensor([0, 0, 1, 1, 2, 2]))
+    optimiser = plan.configure_optimizers()
+    assert [g["lr"] for g in optimiser.param_groups] == [1e-2, 1e-5]
+    assert all(g["weight_decay"] == 1e-4 for g in optimiser.param_groups)
+    module.backbone.requires_grad_(False)  # mode "head": a frozen backbone is not optimised
+    assert [g["lr"] for g in plan.configure_optimizers().param_groups] == [1e-2]
+
+
+def test_old_learning_rate_keys_load_with_a_warning():
+    with pytest.warns(CellsmithDeprecationWarning, match="'lr_head' is deprecated"):
+        assert HeadConfig(lr_head=0.01).learning_rate == 0.01
+    with pytest.warns(CellsmithDeprecationWarning, match="'lr_backbone' is deprecated"):
+        config = RetrievalConfig.from_yaml(None, head={"lr_backbone": 1e-5})
+    assert config.head.backbone_learning_rate == 1e-5
+    defaults = HeadConfig()
+    assert (defaults.weight_decay, defaults.max_epochs, defaults.patience, defaults.progress_bar) == (1e-4, 30, 5, False)

@@ -1,12 +1,15 @@
 """The benchmark end to end: tables, reproducibility, combinations, CLI and bad input."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from cellsmith.cli import app, main
-from cellsmith.errors import InputError
+from cellsmith.errors import ConfigError, InputError
 from cellsmith.retrieval import RetrievalConfig, RetrievalWarning, run_retrieval
 
 METRICS = ["exact_hit@1", "exact_hit@5", "mrr", "ndcg@5", "confidence_auc"]
@@ -110,3 +113,24 @@ def test_cli_no_mask_and_config_file(screen, tmp_path):
     config.write_text("embedders: [pca]\nlibrary: [mean]\n")  # a typo is an error, not a silent default
     result = CliRunner().invoke(app, ["retrieve", "run", "--data", str(data), "--config", str(config), "--out", str(out)])
     assert "library" in str(result.exception) and "Valid options" in str(result.exception)
+
+
+def test_cli_head_hardware_and_training_flags(screen, tmp_path):
+    data = tmp_path / "screen.h5ad"
+    screen.write_h5ad(data)
+    base = ["retrieve", "run", "--data", str(data), "--embedders", "head:pca", "--library", "mean", "--query", "cell",
+            "--no-mask", "--seeds", "42"]
+    out, config = tmp_path / "run", tmp_path / "cfg.yaml"
+    config.write_text("head:\n  max_batches_per_epoch: 2\n")
+    flags = ["--accelerator", "cpu", "--devices", "1", "--precision", "bf16-mixed", "--max-epochs", "3", "--max-steps", "4"]
+    result = CliRunner().invoke(app, [*base, *flags, "--config", str(config), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    head = yaml.safe_load((out / "config.yaml").read_text())["head"]
+    assert (head["accelerator"], head["devices"], head["precision"], head["max_epochs"], head["max_steps"]) == (
+        "cpu", 1, "bf16-mixed", 3, 4)
+    assert head["max_batches_per_epoch"] == 2  # the config file's head options are kept
+    assert json.loads((out / "run.json").read_text())["fits"][0]["epochs_trained"] == 2  # 4 steps of 2 per epoch
+    for extra, message in [(["--devices", "2"], "trains its heads on one device"), (["--accelerator", "tpu"], "accelerator")]:
+        result = CliRunner().invoke(app, [*base, *extra, "--out", str(tmp_path / "bad")])
+        assert isinstance(result.exception, ConfigError) and message in str(result.exception), (extra, result.exception)
+    assert not (tmp_path / "bad").exists()

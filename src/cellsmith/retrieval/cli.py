@@ -29,6 +29,11 @@ def run(
     config: Optional[Path] = typer.Option(None, "--config", help="YAML with any RetrievalConfig option."),
     foundation_checkpoint: Optional[Path] = typer.Option(None, "--foundation-checkpoint", help="scGPT checkpoint directory (args.json, vocab.json, best_model.pt)."),
     layer: Optional[str] = typer.Option(None, "--layer", help="Layer with raw counts (default X)."),
+    accelerator: Optional[str] = typer.Option(None, "--accelerator", help="Learned heads train and embed on: auto (a GPU when one is visible), cpu, gpu or mps."),
+    devices: Optional[str] = typer.Option(None, "--devices", help="Devices per learned head (1; the benchmark trains its heads in one process)."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="Learned heads: 32, bf16-mixed or 16-mixed (16-mixed needs a GPU)."),
+    max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="Learned heads: upper bound on training epochs (default 30)."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Learned heads: upper bound on optimiser steps (default no limit)."),
     out_dir: Path = typer.Option(..., "--out", help="Output folder (replaced only when the run succeeds)."),
 ) -> None:
     """Rank every perturbation for held-out cells and pseudo-bulks; write metrics.csv and a report."""
@@ -36,6 +41,7 @@ def run(
     from cellsmith.errors import InputError
     from cellsmith.report import atomic_output_dir
     from cellsmith.retrieval.config import RetrievalConfig
+    from cellsmith.retrieval.heads import HeadConfig
     from cellsmith.retrieval.report import write_results
     from cellsmith.retrieval.runner import run_retrieval
 
@@ -48,6 +54,10 @@ def run(
         "libraries": _split(library), "queries": _split(query), "mask": mask, "seeds": seed_list, "layer": layer,
     }
     cfg = RetrievalConfig.from_yaml(config, **overrides)
+    head_flags = {"accelerator": accelerator, "devices": devices, "precision": precision,
+                  "max_epochs": max_epochs, "max_steps": max_steps}
+    if any(v is not None for v in head_flags.values()):
+        cfg.head = HeadConfig.from_yaml(None, **{**cfg.head.model_dump(), **head_flags})
     if foundation_checkpoint is not None:
         cfg.foundation = cfg.foundation.model_copy(update={"checkpoint": foundation_checkpoint})
     adata = read(data)

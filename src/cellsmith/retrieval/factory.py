@@ -11,7 +11,8 @@ from cellsmith.errors import InputError
 from cellsmith.retrieval.config import RetrievalConfig
 from cellsmith.retrieval.embedders import Embedder, LogRegEmbedder, PCAEmbedder, TorchBackbone
 from cellsmith.retrieval.foundation import FoundationEmbedder, load_scgpt
-from cellsmith.retrieval.heads import HeadConfig, HeadEmbedder, HeadLossName, HeadMode
+from cellsmith.retrieval.head_model import HeadEmbedder
+from cellsmith.retrieval.heads import HeadConfig, HeadLossName, HeadMode
 
 
 def _foundation(name: str, config: RetrievalConfig) -> Embedder:

@@ -7,7 +7,9 @@ normalize_total 1e4 -> log1p (:meth:`ScreenCounts.log1p_cp10k`) -> per-cell valu
 
 The model is anything implementing :class:`FoundationModel`: the real scGPT loaded from a
 checkpoint directory (:func:`load_scgpt`, needs the ``scgpt`` package) or, in tests, the tiny
-randomly initialised :class:`TinyFoundationModel` with the same interface.
+randomly initialised :class:`TinyFoundationModel` with the same interface. Checkpoints are read
+as state dicts with ``torch.load(..., weights_only=True)``: a file that would need unpickling
+arbitrary objects is refused, so a checkpoint from elsewhere cannot run code.
 """
 
 from __future__ import annotations
@@ -15,17 +17,19 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import pickle
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from cellsmith.errors import InputError
+from cellsmith.errors import InputError, ModelDirectoryError
 from cellsmith.retrieval.embedders import Embedder, TorchBackbone
 from cellsmith.retrieval.masking import RetrievalWarning, ScreenCounts
 
@@ -123,6 +127,11 @@ class FoundationModel(nn.Module, ABC):
     def encode(self, gene_ids: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """``gene_ids`` (B, L) long, ``values`` (B, L) float (bins) -> (B, L, embedding_dim)."""
 
+    @abstractmethod
+    def spec(self) -> dict[str, Any]:
+        """The architecture as JSON (``class`` and its arguments; no weights), rebuilt by
+        :func:`build_foundation_model`."""
+
 
 class TinyFoundationModel(FoundationModel):
     """A small randomly initialised transformer with the interface of :class:`FoundationModel`
@@ -133,6 +142,8 @@ class TinyFoundationModel(FoundationModel):
         self.vocab = dict(vocab)
         self.pad_value = pad_value
         self.embedding_dim = d_model
+        self.n_heads = n_heads
+        self.n_layers = n_layers
         self.genes = nn.Embedding(max(self.vocab.values()) + 1, d_model)
         self.values = nn.Sequential(nn.Linear(1, d_model), nn.ReLU(), nn.Linear(d_model, d_model))
         layer = nn.TransformerEncoderLayer(d_model, n_heads, 2 * d_model, dropout=0.0, batch_first=True)
@@ -142,20 +153,103 @@ class TinyFoundationModel(FoundationModel):
         tokens = self.genes(gene_ids) + self.values(values.unsqueeze(-1))  # (B, L, d)
         return self.transformer(tokens)
 
+    def spec(self):
+        return {"class": "tiny", "vocab": self.vocab, "d_model": self.embedding_dim, "n_heads": self.n_heads,
+                "n_layers": self.n_layers, "pad_value": self.pad_value}
+
 
 class _ScGPTModel(FoundationModel):
     """The real scGPT ``TransformerModel`` behind the :class:`FoundationModel` interface."""
 
-    def __init__(self, model: nn.Module, vocab: Mapping[str, int], pad_value: float, embedding_dim: int):
+    def __init__(self, model: nn.Module, vocab: Mapping[str, int], args: Mapping[str, Any]):
         super().__init__()
         self.model = model
         self.vocab = dict(vocab)
-        self.pad_value = pad_value
-        self.embedding_dim = embedding_dim
+        self.args = dict(args)
+        self.pad_value = float(args.get("pad_value", -2))
+        self.embedding_dim = int(args["embsize"])
 
     def encode(self, gene_ids, values):
         padding = gene_ids.eq(self.vocab["<pad>"])
         return self.model._encode(gene_ids, values, src_key_padding_mask=padding)
+
+    def spec(self):
+        return {"class": "scgpt", "args": self.args, "vocab": self.vocab}
+
+
+def _build_scgpt(args: Mapping[str, Any], vocab: Mapping[str, int], *, source: str) -> _ScGPTModel:
+    """scGPT's ``TransformerModel`` of ``args.json`` and ``vocab.json`` (weights not loaded).
+
+    Raises
+    ------
+    InputError
+        When the ``scgpt`` package is not installed (``source`` names what needed it).
+    """
+    if importlib.util.find_spec("scgpt") is None:
+        raise InputError(
+            f"loading the scGPT model of {source} needs the scgpt package, which is not "
+            "installed; install it (pip install scgpt) or use the pca / logreg embedders."
+        )
+    from scgpt.model import TransformerModel
+
+    vocab = dict(vocab)
+    for token in ("<pad>", "<cls>", "<eoc>"):
+        vocab.setdefault(token, max(vocab.values()) + 1)
+    model = TransformerModel(
+        ntoken=max(vocab.values()) + 1, d_model=args["embsize"], nhead=args["nheads"], d_hid=args["d_hid"],
+        nlayers=args["nlayers"], nlayers_cls=args.get("n_layers_cls", 3), n_cls=1, vocab=vocab,
+        dropout=args.get("dropout", 0.2), pad_token="<pad>", pad_value=args.get("pad_value", -2),
+        do_mvc=True, do_dab=False, use_batch_labels=False, domain_spec_batchnorm=False,
+        explicit_zero_prob=False, use_fast_transformer=False, pre_norm=False,
+    )
+    return _ScGPTModel(model, vocab, args)
+
+
+def build_foundation_model(spec: Mapping[str, Any]) -> FoundationModel:
+    """A freshly initialised foundation model of :meth:`FoundationModel.spec` (load weights into it).
+
+    Raises
+    ------
+    ModelDirectoryError
+        For a spec of an unknown model class.
+    """
+    kind = spec.get("class")
+    if kind == "tiny":
+        return TinyFoundationModel(spec["vocab"], d_model=spec["d_model"], n_heads=spec["n_heads"],
+                                   n_layers=spec["n_layers"], pad_value=spec["pad_value"])
+    if kind == "scgpt":
+        return _build_scgpt(spec["args"], spec["vocab"], source="a saved retrieval head")
+    raise ModelDirectoryError(
+        f"setup.json names a foundation model of class '{kind}'; this cellsmith rebuilds tiny and scgpt. "
+        "Upgrade cellsmith or retrain the head."
+    )
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict in checkpoint ``path``, read with ``weights_only=True`` (tensors and plain
+    containers only: nothing in the file is executed).
+
+    Raises
+    ------
+    InputError
+        When the file holds other objects (a pickled model, an arbitrary pickle) or is not a
+        torch file; it is refused without being unpickled.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError, TypeError) as err:
+        reason = (str(err).splitlines() or [type(err).__name__])[0][:200]
+        raise InputError(
+            f"foundation checkpoint {path} cannot be read as a state dict of tensors ({reason}); it was "
+            "refused without running anything it holds. Pass a checkpoint saved as "
+            "torch.save(model.state_dict(), path)."
+        ) from None
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(
+            f"foundation checkpoint {path} holds a {type(state).__name__}, not a state dict of tensors; "
+            "pass a checkpoint saved as torch.save(model.state_dict(), path)."
+        )
+    return dict(state)
 
 
 def load_scgpt(checkpoint: str | Path | None) -> FoundationModel:
@@ -180,36 +274,33 @@ def load_scgpt(checkpoint: str | Path | None) -> FoundationModel:
             f"foundation checkpoint {checkpoint} lacks {', '.join(missing)}; a scGPT checkpoint "
             f"directory holds {', '.join(SCGPT_FILES)}."
         )
-    if importlib.util.find_spec("scgpt") is None:
-        raise InputError(
-            f"loading the scGPT checkpoint {checkpoint} needs the scgpt package, which is not "
-            "installed; install it (pip install scgpt) or use the pca / logreg embedders."
-        )
-    from scgpt.model import TransformerModel
-    from scgpt.utils import load_pretrained
-
     args = json.loads((checkpoint / "args.json").read_text())
     vocab = json.loads((checkpoint / "vocab.json").read_text())
-    for token in ("<pad>", "<cls>", "<eoc>"):
-        vocab.setdefault(token, max(vocab.values()) + 1)
-    model = TransformerModel(
-        ntoken=max(vocab.values()) + 1, d_model=args["embsize"], nhead=args["nheads"], d_hid=args["d_hid"],
-        nlayers=args["nlayers"], nlayers_cls=args.get("n_layers_cls", 3), n_cls=1, vocab=vocab,
-        dropout=args.get("dropout", 0.2), pad_token="<pad>", pad_value=args.get("pad_value", -2),
-        do_mvc=True, do_dab=False, use_batch_labels=False, domain_spec_batchnorm=False,
-        explicit_zero_prob=False, use_fast_transformer=False, pre_norm=False,
-    )
-    load_pretrained(model, torch.load(checkpoint / "best_model.pt", map_location="cpu"), verbose=False)
-    return _ScGPTModel(model.eval(), vocab, float(args.get("pad_value", -2)), int(args["embsize"]))
+    wrapped = _build_scgpt(args, vocab, source=f"checkpoint {checkpoint}")
+    from scgpt.utils import load_pretrained
+
+    load_pretrained(wrapped.model, read_state_dict(checkpoint / "best_model.pt"), verbose=False)
+    return wrapped.eval()
 
 
-class _CLSEncoder(nn.Module):
-    """bins (B, n_mapped) -> the ``<cls>`` embedding (B, d) of a :class:`FoundationModel`."""
+class CLSEncoder(nn.Module):
+    """bins (B, n_mapped) -> the ``<cls>`` embedding (B, d) of a :class:`FoundationModel`; the
+    backbone of a head on the foundation embedder."""
 
     def __init__(self, model: FoundationModel, gene_ids: np.ndarray):
         super().__init__()
         self.model = model
-        self.register_buffer("gene_ids", torch.as_tensor(np.concatenate([[model.cls_id], gene_ids])))
+        ids = np.concatenate([[model.cls_id], np.asarray(gene_ids, dtype=np.int64)])
+        self.register_buffer("gene_ids", torch.as_tensor(ids, dtype=torch.long))
+
+    def backbone_spec(self) -> dict[str, Any]:
+        """Kind ``foundation``: the model's architecture and the number of mapped genes."""
+        return {"kind": "foundation", "model": self.model.spec(), "n_genes": int(self.gene_ids.numel() - 1)}
+
+    @classmethod
+    def from_spec(cls, spec: Mapping[str, Any]) -> CLSEncoder:
+        """An encoder of :meth:`backbone_spec`; its gene ids and weights come with the state dict."""
+        return cls(build_foundation_model(spec["model"]), np.zeros(int(spec["n_genes"]), dtype=np.int64))
 
     def forward(self, bins: torch.Tensor) -> torch.Tensor:
         n = bins.shape[0]
@@ -258,9 +349,9 @@ class FoundationEmbedder(Embedder, TorchBackbone):
 
     def backbone(self) -> nn.Module:
         # A copy: fine-tuning a head must not change the frozen model other runs share.
-        return _CLSEncoder(copy.deepcopy(self.model), self.mapping.vocab_ids[self.mapping.vocab_ids >= 0])
+        return CLSEncoder(copy.deepcopy(self.model), self.mapping.vocab_ids[self.mapping.vocab_ids >= 0])
 
     def transform(self, counts):
-        encoder = _CLSEncoder(self.model, self.mapping.vocab_ids[self.mapping.vocab_ids >= 0]).eval()
+        encoder = CLSEncoder(self.model, self.mapping.vocab_ids[self.mapping.vocab_ids >= 0]).eval()
         with torch.no_grad():
             return torch.cat([encoder(chunk) for chunk in self.features(counts).split(self.batch_size)]).numpy()

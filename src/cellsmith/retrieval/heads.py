@@ -1,9 +1,11 @@
 """Learned retrieval heads on a torch backbone: balanced batches, InfoNCE or classification.
 
-Three layers, as elsewhere in cellsmith: :class:`RetrievalHeadModule` (pure torch, ``loss()``
-returns :class:`HeadLoss`), :class:`HeadTrainingPlan` (Lightning: separate learning rates for
-backbone and head, validation hit@1 for early stopping) and :class:`HeadEmbedder` (the
-embedder interface the benchmark uses).
+The layers, as elsewhere in cellsmith: :class:`RetrievalHeadModule` (pure torch, ``loss()``
+returns :class:`~cellsmith.nn.LossOutput`) and :class:`HeadTrainingPlan` (the shared
+:class:`~cellsmith.nn.TrainingPlan` with separate learning rates for backbone and head, and
+validation hit@1 for early stopping). The model API (:class:`~cellsmith.retrieval.head_model.RetrievalHead`)
+and the benchmark's embedder (:class:`~cellsmith.retrieval.head_model.HeadEmbedder`) are in
+:mod:`cellsmith.retrieval.head_model`.
 
 A contrastive loss needs several cells of the same perturbation in a batch (a batch with one
 cell per perturbation has no positives), so batches come from :class:`BalancedBatchSampler`:
@@ -12,34 +14,36 @@ each holds ``perturbations_per_batch`` perturbations x ``cells_per_perturbation`
 
 from __future__ import annotations
 
-import copy
-import math
-import tempfile
-import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
-import lightning as L
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
-from torch.utils.data import DataLoader, Sampler, TensorDataset
+from torch.utils.data import Sampler
 
-from cellsmith._logging import seed_everything
-from cellsmith.config import CellsmithConfig
-from cellsmith.nn import load_best_weights, make_trainer, mlp
-from cellsmith.retrieval.embedders import Embedder, TorchBackbone
+from cellsmith.nn import LossOutput, TrainingConfig, TrainingPlan, mlp
 
 HeadMode = Literal["head", "finetune"]
 HeadLossName = Literal["infonce", "classification"]
 
 
-class HeadConfig(CellsmithConfig):
-    """Training of a learned head (``head:BASE[:MODE[:LOSS]]`` overrides mode and loss)."""
+class HeadConfig(TrainingConfig):
+    """Training of a learned head (``head:BASE[:MODE[:LOSS]]`` overrides mode and loss).
+
+    ``learning_rate`` is the head's (and the cosine classifier's) learning rate,
+    ``backbone_learning_rate`` the backbone's when it is fine-tuned. The keys of cellsmith 0.1,
+    ``lr_head`` and ``lr_backbone``, still load with a deprecation warning.
+    """
+
+    renamed_keys: ClassVar[dict[str, str]] = {
+        **TrainingConfig.renamed_keys,
+        "lr_head": "learning_rate",
+        "lr_backbone": "backbone_learning_rate",
+    }
 
     mode: HeadMode = "head"
     loss: HeadLossName = "infonce"
@@ -47,9 +51,13 @@ class HeadConfig(CellsmithConfig):
     dim: int = 64
     temperature: float = Field(0.1, gt=0)
     dropout: float = Field(0.1, ge=0, lt=1)
-    lr_head: float = Field(1e-3, gt=0)
-    lr_backbone: float = Field(1e-4, gt=0)
+    learning_rate: float = Field(1e-3, gt=0, description="Learning rate of the head and the classifier.")
+    backbone_learning_rate: float = Field(1e-4, gt=0, description="Learning rate of a fine-tuned backbone.")
     weight_decay: float = Field(1e-4, ge=0)
+    batch_size: int = Field(
+        1024, ge=1, description="Rows per validation and embedding batch (training batches are balanced: "
+        "perturbations_per_batch x cells_per_perturbation)."
+    )
     perturbations_per_batch: int = Field(8, ge=4, le=8)
     cells_per_perturbation: int = Field(8, ge=4, le=8)
     max_batches_per_epoch: int = Field(50, ge=1)
@@ -59,12 +67,18 @@ class HeadConfig(CellsmithConfig):
     progress_bar: bool = False
 
 
+def _rank() -> int:
+    """This process's rank in a multi-device run (0 otherwise)."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
 class BalancedBatchSampler(Sampler[list[int]]):
     """Batches of ``n_perturbations`` perturbations x ``n_cells`` cells each.
 
     Perturbations are drawn without replacement (all of them when there are fewer), cells
     without replacement when a perturbation has enough, with replacement otherwise. Epoch
-    ``e`` of seed ``s`` always yields the same batches.
+    ``e`` of seed ``s`` always yields the same batches; in a multi-device run every process
+    draws its own batches (the rank enters the seed).
     """
 
     def __init__(self, labels: np.ndarray, *, n_perturbations: int, n_cells: int, n_batches: int, seed: int):
@@ -79,7 +93,7 @@ class BalancedBatchSampler(Sampler[list[int]]):
         return self.n_batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        rng = np.random.default_rng([self.seed, self.epoch])
+        rng = np.random.default_rng([self.seed, self.epoch, _rank()])
         self.epoch += 1
         for _ in range(self.n_batches):
             chosen = rng.choice(len(self.groups), size=self.n_perturbations, replace=False)
@@ -88,14 +102,6 @@ class BalancedBatchSampler(Sampler[list[int]]):
                 for g in chosen
             ]
             yield np.concatenate(batch).tolist()
-
-
-@dataclass
-class HeadLoss:
-    """Named loss terms of one batch."""
-
-    loss: torch.Tensor
-    n_positive_pairs: int
 
 
 def supervised_info_nce(z: torch.Tensor, labels: torch.Tensor, temperature: float) -> tuple[torch.Tensor, int]:
@@ -117,131 +123,95 @@ def supervised_info_nce(z: torch.Tensor, labels: torch.Tensor, temperature: floa
 
 class RetrievalHeadModule(nn.Module):
     """backbone -> MLP head -> L2-normalised embedding; a cosine classifier for the
-    classification loss. Tensors in, tensors out; no AnnData."""
+    classification loss. Tensors in, tensors out; no AnnData.
+
+    Parameters
+    ----------
+    backbone
+        Maps feature rows to ``n_backbone_out`` columns (a PCA layer, a foundation encoder).
+    n_classes
+        Perturbations (rows of the cosine classifier).
+    """
 
     def __init__(self, backbone: nn.Module, n_backbone_out: int, n_classes: int, config: HeadConfig):
         super().__init__()
         self.backbone = backbone
+        self.n_backbone_out = n_backbone_out
         self.head = mlp(n_backbone_out, config.hidden, config.dim, dropout=config.dropout)
-        self.classifier = nn.Parameter(torch.randn(n_classes, config.dim) * 0.01)
+        # Only the classification loss uses the classifier; frozen otherwise, so that DDP finds no
+        # parameter without a gradient.
+        self.classifier = nn.Parameter(
+            torch.randn(n_classes, config.dim) * 0.01, requires_grad=config.loss == "classification"
+        )
         self.loss_name = config.loss
         self.temperature = config.temperature
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.classifier.shape[0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.head(self.backbone(x)), dim=-1)  # (B, dim)
 
-    def loss(self, x: torch.Tensor, labels: torch.Tensor) -> HeadLoss:
-        z = self(x)
+    def loss(self, x: torch.Tensor, labels: torch.Tensor) -> LossOutput:
+        """The InfoNCE loss (term ``positive_pairs``: same-perturbation pairs in the batch) or
+        the cross-entropy of the cosine classifier."""
+        return self.embedding_loss(self(x), labels)
+
+    def embedding_loss(self, z: torch.Tensor, labels: torch.Tensor) -> LossOutput:
+        """:meth:`loss` of embeddings already computed (validation reuses them for hit@1)."""
         if self.loss_name == "infonce":
             value, n_pos = supervised_info_nce(z, labels, self.temperature)
-            return HeadLoss(value, n_pos)
+            return LossOutput(value, {"positive_pairs": torch.tensor(float(n_pos))})
         logits = z @ F.normalize(self.classifier, dim=-1).T / self.temperature
-        return HeadLoss(F.cross_entropy(logits, labels), 0)
+        return LossOutput(F.cross_entropy(logits, labels))
 
 
-class HeadTrainingPlan(L.LightningModule):
-    """Optimisation of a :class:`RetrievalHeadModule`; logs ``val_hit1`` (nearest centroid of
-    a training subset) for early stopping and best-checkpoint selection."""
+class HeadTrainingPlan(TrainingPlan):
+    """Optimisation of a :class:`RetrievalHeadModule`.
 
-    def __init__(self, module: RetrievalHeadModule, config: HeadConfig, prototype_x: torch.Tensor, prototype_y: torch.Tensor):
-        super().__init__()
-        self.module = module
-        self.config = config
+    Beside the shared ``train_*`` / ``val_*`` loss terms it logs ``val_hit1`` (validation cells
+    matched to the centroids of a per-perturbation subset of training cells, the
+    ``prototype_*`` tensors), which early stopping and best-checkpoint selection maximise.
+    The head and classifier train at ``learning_rate``, a fine-tuned backbone at
+    ``backbone_learning_rate``.
+    """
+
+    def __init__(
+        self, module: RetrievalHeadModule, config: HeadConfig, prototype_x: torch.Tensor, prototype_y: torch.Tensor
+    ):
+        super().__init__(module, config)
         self.prototype_x = prototype_x
         self.prototype_y = prototype_y
         self._centroids: torch.Tensor | None = None
         self._hits: list[torch.Tensor] = []
 
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        terms = self.module.loss(x, y)
-        self.log("train_loss", terms.loss, on_epoch=True, on_step=False, batch_size=len(y))
-        return terms.loss
+    def compute_loss(self, batch: Any, stage: str) -> LossOutput:
+        x, labels = batch
+        return self.module.loss(x, labels)
 
     def on_validation_epoch_start(self) -> None:
+        chunks = self.prototype_x.split(self.config.batch_size)
         with torch.no_grad():
-            z = torch.cat([self.module(chunk) for chunk in self.prototype_x.split(1024)])
-        n_classes = self.module.classifier.shape[0]
-        sums = torch.zeros(n_classes, z.shape[1]).index_add_(0, self.prototype_y, z)
-        self._centroids = F.normalize(sums, dim=-1)
+            z = torch.cat([self.module(chunk.to(self.device)) for chunk in chunks]).float()
+        sums = torch.zeros(self.module.n_classes, z.shape[1], device=z.device)
+        self._centroids = F.normalize(sums.index_add_(0, self.prototype_y.to(z.device), z), dim=-1)
         self._hits = []
 
-    def validation_step(self, batch, batch_idx):
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, y = batch
-        predicted = (self.module(x) @ self._centroids.T).argmax(1)
-        self._hits.append(predicted == y)
+        z = self.module(x)  # once: for the loss terms and for hit@1
+        self._record(self.module.embedding_loss(z, y), "val", batch)
+        self._hits.append((z.float() @ self._centroids.T).argmax(1) == y)
 
     def on_validation_epoch_end(self) -> None:
-        self.log("val_hit1", torch.cat(self._hits).float().mean())
+        super().on_validation_epoch_end()
+        self.log("val_hit1", torch.cat(self._hits).float().mean(), sync_dist=True)
 
-    def configure_optimizers(self):
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        head = [p for p in [*self.module.head.parameters(), self.module.classifier] if p.requires_grad]
+        groups = [{"params": head, "lr": self.config.learning_rate}]
         backbone = [p for p in self.module.backbone.parameters() if p.requires_grad]
-        groups = [{"params": [*self.module.head.parameters(), self.module.classifier], "lr": self.config.lr_head}]
         if backbone:
-            groups.append({"params": backbone, "lr": self.config.lr_backbone})
-        return torch.optim.AdamW(groups, weight_decay=self.config.weight_decay)
-
-
-def _subsample_per_class(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    picked = [rng.permutation(np.flatnonzero(labels == c))[:n] for c in np.unique(labels)]
-    return np.sort(np.concatenate(picked))
-
-
-class HeadEmbedder(Embedder):
-    """A learned head on the backbone of ``base`` (``mode`` "head": backbone frozen;
-    "finetune": backbone trained too, at ``lr_backbone``)."""
-
-    def __init__(self, name: str, base: Embedder, config: HeadConfig, *, work_dir: Path | None = None):
-        if not isinstance(base, TorchBackbone):
-            raise TypeError(f"embedder '{base.name}' has no torch backbone to put a head on")
-        super().__init__(name)
-        self.base = base
-        self.config = config
-        self.work_dir = work_dir
-        self.module: RetrievalHeadModule | None = None
-        self.epochs_trained = 0
-        self.best_val_hit1 = float("nan")
-
-    def fit(self, train, labels, *, val, val_labels, seed):
-        self.base.fit(train, labels, val=val, val_labels=val_labels, seed=seed)
-        cfg = self.config
-        x_train, x_val = self.base.features(train), self.base.features(val)
-        y_train, y_val = torch.as_tensor(labels), torch.as_tensor(val_labels)
-        seed_everything(seed)
-        backbone = self.base.backbone()
-        backbone.requires_grad_(cfg.mode == "finetune")
-        backbone.train(cfg.mode == "finetune")  # a frozen backbone keeps dropout etc. off
-        with torch.no_grad():
-            n_out = backbone(x_train[:2]).shape[1]
-        module = RetrievalHeadModule(backbone, n_out, int(labels.max()) + 1, cfg)
-        protos = torch.as_tensor(_subsample_per_class(labels, cfg.val_cells_per_perturbation, seed))
-        plan = HeadTrainingPlan(module, cfg, x_train[protos], y_train[protos])
-        batch = cfg.perturbations_per_batch * cfg.cells_per_perturbation
-        sampler = BalancedBatchSampler(
-            labels,
-            n_perturbations=cfg.perturbations_per_batch,
-            n_cells=cfg.cells_per_perturbation,
-            n_batches=min(cfg.max_batches_per_epoch, math.ceil(len(labels) / batch)),
-            seed=seed,
-        )
-        train_loader = DataLoader(TensorDataset(x_train, y_train), batch_sampler=sampler)
-        val_loader = DataLoader(TensorDataset(x_val, y_val), batch_size=1024)
-        with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*module\\(s\\) in eval mode.*")
-            out = self.work_dir or Path(tmp)
-            trainer = make_trainer(
-                out, max_epochs=cfg.max_epochs, monitor="val_hit1", mode="max",
-                patience=cfg.patience, progress_bar=cfg.progress_bar,
-            )
-            trainer.fit(plan, train_loader, val_loader)
-            load_best_weights(trainer, plan)
-            self.best_val_hit1 = float(trainer.checkpoint_callback.best_model_score or float("nan"))
-        self.epochs_trained = trainer.current_epoch
-        self.module = copy.deepcopy(plan.module).eval()
-        return self
-
-    def transform(self, counts):
-        x = self.base.features(counts)
-        with torch.no_grad():
-            return torch.cat([self.module(chunk) for chunk in x.split(1024)]).numpy()
+            groups.append({"params": backbone, "lr": self.config.backbone_learning_rate})
+        return groups

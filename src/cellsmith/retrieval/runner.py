@@ -17,14 +17,15 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pandas as pd
+import torch
 from rich.progress import Progress
 from threadpoolctl import threadpool_limits
 
 from cellsmith._logging import logger
 from cellsmith.data import is_control, parse_perturbation
-from cellsmith.errors import InputError
+from cellsmith.errors import ConfigError, InputError
 from cellsmith.metrics.retrieval import retrieval_metrics, top_two, truth_ranks
-from cellsmith.nn import torch_threads
+from cellsmith.nn import resolve_accelerator, torch_threads
 from cellsmith.retrieval.config import RetrievalConfig
 from cellsmith.retrieval.factory import make_embedder
 from cellsmith.retrieval.libraries import build_library, score
@@ -85,6 +86,22 @@ def check_labels(adata: ad.AnnData, config: RetrievalConfig) -> np.ndarray:
             "Pass --control-label with the label of the unperturbed cells."
         )
     return labels
+
+
+def check_head_devices(config: RetrievalConfig) -> None:
+    """Fail before any fit when the heads cannot train on the asked accelerator, or on several
+    devices: DDP starts one process per device that re-runs the whole command, and the benchmark
+    trains many small heads (seconds each) in one process."""
+    head = config.head
+    accelerator = resolve_accelerator(head)
+    n_devices = head.devices if isinstance(head.devices, int) else (
+        torch.cuda.device_count() if accelerator == "gpu" else 1
+    )
+    if n_devices > 1:
+        raise ConfigError(
+            f"head devices {head.devices} ({n_devices} devices): the retrieval benchmark trains its heads on "
+            "one device; pass --devices 1 (or train a RetrievalHead on several devices from a script)."
+        )
 
 
 def _ranking_rows(scores: np.ndarray, truth: np.ndarray, ids: np.ndarray, candidates: np.ndarray) -> pd.DataFrame:
@@ -160,6 +177,8 @@ def run_retrieval(
     """
     config = config or RetrievalConfig()
     labels = check_labels(adata, config)
+    if any(spec.startswith("head:") for spec in config.embedders):
+        check_head_devices(config)
     splits = {seed: split_cells(labels, seed=seed, test_fraction=config.test_fraction,
                                 val_fraction=config.val_fraction, min_cells=config.min_cells)
               for seed in config.seeds}

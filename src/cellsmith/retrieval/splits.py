@@ -12,6 +12,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from cellsmith.data.simulate import membership_matrix
+from cellsmith.data.splits import split_indices
 from cellsmith.errors import InputError
 from cellsmith.retrieval.masking import RetrievalWarning
 
@@ -50,7 +51,9 @@ def split_cells(
 
     Each perturbation with at least ``min_cells`` cells gives ``round(n * test_fraction)``
     (at least one) test cells, ``round(n * val_fraction)`` (at least one) validation cells and
-    the rest for training. Smaller ones are listed in a warning and left out of the candidates.
+    the rest (at least one) for training, through :func:`cellsmith.data.splits.split_indices`
+    stratified by perturbation. Smaller ones are listed in a warning and left out of the
+    candidates.
     """
     if not 0 < test_fraction < 1 or not 0 < val_fraction < 1 or test_fraction + val_fraction >= 1:
         raise InputError(
@@ -74,16 +77,9 @@ def split_cells(
             "needs two or more candidates (lower min_cells or pass a larger screen)."
         )
     codes = pd.Categorical(labels, categories=list(candidates)).codes.astype(np.int64)
-    rng = np.random.default_rng(seed)
-    parts: dict[str, list[np.ndarray]] = {"train": [], "val": [], "test": []}
-    for code in range(len(candidates)):
-        cells = rng.permutation(np.flatnonzero(codes == code))
-        n_test = max(1, round(cells.size * test_fraction))
-        n_val = max(1, round(cells.size * val_fraction))
-        parts["test"].append(cells[:n_test])
-        parts["val"].append(cells[n_test : n_test + n_val])
-        parts["train"].append(cells[n_test + n_val :])
-    train, val, test = (np.sort(np.concatenate(parts[k])) for k in ("train", "val", "test"))
+    kept = np.flatnonzero(codes >= 0)  # cells of skipped perturbations are in no part
+    parts = split_indices(kept.size, {"test": test_fraction, "val": val_fraction}, seed=seed, groups=codes[kept])
+    train, val, test = (kept[parts[k]] for k in ("train", "val", "test"))
     return Split(train, val, test, candidates, codes, skipped)
 
 
