@@ -51,7 +51,8 @@ class TrainingPlan(L.LightningModule):
         """The loss of one batch in ``stage`` ("train" or "val")."""
         return self.loss_fn(batch) if self.loss_fn is not None else self.module.loss(batch)
 
-    def _record(self, out: LossOutput, stage: str, batch: Any) -> None:
+    def record(self, out: LossOutput, stage: str, batch: Any) -> None:
+        """Add the terms of one batch to the running per-epoch sums of ``stage``."""
         n = out.n_obs if out.n_obs is not None else _batch_size(batch)
         sums = self._sums[stage]
         for name, value in out.logged().items():
@@ -76,14 +77,14 @@ class TrainingPlan(L.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         out = self.compute_loss(batch, "train")
-        self._record(out, "train", batch)
+        self.record(out, "train", batch)
         return out.loss
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch("train", **self.epoch_extras())
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        self._record(self.compute_loss(batch, "val"), "val", batch)
+        self.record(self.compute_loss(batch, "val"), "val", batch)
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch("val")

@@ -201,7 +201,7 @@ class HeadTrainingPlan(TrainingPlan):
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, y = batch
         z = self.module(x)  # once: for the loss terms and for hit@1
-        self._record(self.module.embedding_loss(z, y), "val", batch)
+        self.record(self.module.embedding_loss(z, y), "val", batch)
         self._hits.append((z.float() @ self._centroids.T).argmax(1) == y)
 
     def on_validation_epoch_end(self) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from cellsmith.data.simulate import membership_matrix
+from cellsmith.data.pseudobulk import membership_matrix
 from cellsmith.data.splits import split_indices
 from cellsmith.errors import InputError
 from cellsmith.retrieval.masking import RetrievalWarning
