@@ -1,7 +1,9 @@
 """``cellsmith demo``: every workflow on built-in simulated data, one HTML report.
 
-Each workflow contributes a section function ``(out_dir, *, seed) -> Report`` that writes its
-files under ``out_dir`` and returns its part of the page.
+Each workflow contributes a section module here, ``cellsmith.demo.<workflow>``, whose
+``demo_section(out_dir, *, seed) -> Report`` writes its files under ``out_dir`` and returns its
+part of the page. Demo code lives in this package, above every workflow, so that no workflow or
+``data`` module imports the demo's datasets or report pages.
 """
 
 from __future__ import annotations
@@ -17,11 +19,11 @@ DemoSection = Callable[..., Report]
 
 
 def _sections() -> list[tuple[str, DemoSection]]:
-    from cellsmith.data.demo import demo_section as data_section
-    from cellsmith.deconvolution.demo import demo_section as deconvolution_section
-    from cellsmith.perturbation.demo import demo_section as perturbation_section
-    from cellsmith.retrieval.demo import demo_section as retrieval_section
-    from cellsmith.scvi.demo import demo_section as scvi_section
+    from cellsmith.demo.data import demo_section as data_section
+    from cellsmith.demo.deconvolution import demo_section as deconvolution_section
+    from cellsmith.demo.perturbation import demo_section as perturbation_section
+    from cellsmith.demo.retrieval import demo_section as retrieval_section
+    from cellsmith.demo.scvi import demo_section as scvi_section
 
     return [
         ("data", data_section),
