@@ -65,13 +65,11 @@ def main() -> None:
     rows, donor_rows = {}, []
     for name, variant in VARIANTS.items():
         config = SCVIConfig(
-            max_epochs=args.max_epochs, kl_warmup_epochs=30, patience=20,
+            max_epochs=args.max_epochs, kl_warmup_epochs=30, patience=20, seed=args.seed, progress_bar=False,
             zero_penalty=variant["zero_penalty"], zero_gene_init=variant["zero_gene_init"],
         )
         start = time.perf_counter()
-        model = ConditionalSCVI(config).train(
-            train, batch_key=variant["batch_key"], covariate_keys=["timepoint"], seed=args.seed, progress_bar=False
-        )
+        model = ConditionalSCVI(config).train(train, batch_key=variant["batch_key"], covariate_keys=["timepoint"])
         seconds = time.perf_counter() - start
         row = {"epochs": int(model.history["epoch"].iloc[-1]) + 1, "train_s": seconds,
                "heldout_nll": float(-model.log_likelihood(test).mean())}

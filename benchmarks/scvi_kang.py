@@ -59,11 +59,9 @@ def main() -> None:
     genes = cross_dataset_hvg({"kang_train": train}, n_top=2000).genespace
     train, test = genes.align(train, missing="error"), genes.align(test, missing="error")
 
-    config = SCVIConfig(max_epochs=args.max_epochs, kl_warmup_epochs=50, patience=20)
+    config = SCVIConfig(max_epochs=args.max_epochs, kl_warmup_epochs=50, patience=20, seed=args.seed, progress_bar=False)
     start = time.perf_counter()
-    model = ConditionalSCVI(config).train(
-        train, batch_key=None, perturbation_key=KEY, control_label=CONTROL, seed=args.seed, progress_bar=False
-    )
+    model = ConditionalSCVI(config).train(train, batch_key=None, perturbation_key=KEY, control_label=CONTROL)
     train_seconds = time.perf_counter() - start
     is_ctrl_test = (test.obs[KEY] == CONTROL).to_numpy()
     ctrl_test, ifnb_test = test[is_ctrl_test], test[~is_ctrl_test]

@@ -50,8 +50,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     cells = simulated_pbmc(n_cells=1500, n_genes=400, seed=args.seed)
     cells.write_h5ad(args.out / "cells.h5ad")
-    config = SCVIConfig(max_epochs=args.epochs, kl_warmup_epochs=5, patience=0)
-    train = dict(batch_key="donor_id", covariate_keys=["timepoint"], seed=args.seed, progress_bar=False)
+    config = SCVIConfig(max_epochs=args.epochs, kl_warmup_epochs=5, patience=0, seed=args.seed, progress_bar=False)
+    train = dict(batch_key="donor_id", covariate_keys=["timepoint"])
 
     full = ConditionalSCVI(config).train(cells, **train)
     full.save(args.out / "model")

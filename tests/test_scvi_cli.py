@@ -37,7 +37,8 @@ def workdir(tmp_path_factory):
 
 def test_train_writes_a_loadable_model(workdir):
     names = {p.name for p in (workdir / "model").iterdir()}
-    assert {"model.pt", "config.yaml", "setup.json", "genespace.json", "history.csv", "training", "training_curves.png"} <= names
+    expected = {"cellsmith_model.json", "weights.safetensors", "config.yaml", "setup.json", "genespace.json", "history.csv"}
+    assert expected | {"training", "training_curves.png"} <= names
     assert "likelihood: nb" in (workdir / "model" / "config.yaml").read_text()
 
 

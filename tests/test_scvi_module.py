@@ -25,9 +25,11 @@ def test_forward_shapes_and_loss_terms():
     out = module(x_log, enc, dec, lib)
     assert out["mu"].shape == (16, 30) and out["z"].shape == (16, 4) and out["theta"].shape == (30,)
     assert torch.allclose(out["mu"].sum(1), lib, rtol=1e-4)  # means sum to the library size
-    terms = module.loss(x, out, kl_weight=0.5)
-    assert torch.allclose(terms.loss, terms.reconstruction + 0.5 * terms.kl + terms.penalty)
-    assert terms.penalty == 0  # no always-zero genes
+    result = module.loss(x, out, kl_weight=0.5)
+    terms = result.terms
+    assert set(terms) == {"reconstruction", "kl", "penalty"} and result.n_obs == 16
+    assert torch.allclose(result.loss, terms["reconstruction"] + 0.5 * terms["kl"] + terms["penalty"])
+    assert terms["penalty"] == 0  # no always-zero genes
     assert ConditionalVAE(30, 2, 3, likelihood="nb").zi_head is None
 
 

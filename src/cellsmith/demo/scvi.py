@@ -16,9 +16,9 @@ def demo_section(out_dir: Path, *, seed: int = 0) -> Report:
     from cellsmith.scvi.reconstruct import compare_reconstruction
 
     cells = simulated_pbmc(n_cells=1000, n_genes=300, seed=seed)
-    config = SCVIConfig(max_epochs=40, kl_warmup_epochs=10, patience=10)
+    config = SCVIConfig(max_epochs=40, kl_warmup_epochs=10, patience=10, seed=seed)
     model = ConditionalSCVI(config).train(
-        cells, batch_key="donor_id", covariate_keys=["timepoint"], seed=seed, out_dir=out_dir / "training"
+        cells, batch_key="donor_id", covariate_keys=["timepoint"], out_dir=out_dir / "training"
     )
     model.save(out_dir / "model")
     result = compare_reconstruction(model, cells, seed=seed)

@@ -30,9 +30,8 @@ class ScviEmbedder(Embedder):
         from cellsmith.scvi import ConditionalSCVI, SCVIConfig
 
         config = SCVIConfig(max_epochs=self.max_epochs, n_latent=self.n_latent,
-                            kl_warmup_epochs=max(1, self.max_epochs // 2))
-        self._model = ConditionalSCVI(config)
-        self._model.train(_as_anndata(train), batch_key=None, seed=seed, progress_bar=False)
+                            kl_warmup_epochs=max(1, self.max_epochs // 2), seed=seed, progress_bar=False)
+        self._model = ConditionalSCVI(config).train(_as_anndata(train), batch_key=None)
         return self
 
     def transform(self, counts):

@@ -4,6 +4,9 @@ Training reads rows of in-memory tensors by index: no DataLoader workers and no 
 ``__getitem__``, so the per-step overhead is a few tensor slices. The batch order of epoch
 ``e`` depends only on ``(seed, e)``, so a run resumed from a checkpoint replays exactly the
 batches an uninterrupted run would have seen.
+
+Under DDP (several processes) every process draws the same global batches and takes its own
+share of each, so the averaged gradient is that of the global batch, as in one process.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from cellsmith.errors import InputError
 
@@ -23,6 +27,26 @@ FIXED_EPOCH = 2**31 - 1
 def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
     """The generator of one epoch: a function of ``(seed, epoch)`` only."""
     return np.random.default_rng([seed, epoch])
+
+
+def process_rank() -> tuple[int, int]:
+    """``(rank, world size)`` of this process: ``(0, 1)`` outside a distributed run."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def shard(rows: np.ndarray, rank: int, world: int) -> np.ndarray:
+    """This process's rows of one global batch: ``rows[rank::world]``.
+
+    A batch of fewer rows than processes (the last one, at most) is first repeated to ``world``
+    rows, as torch's DistributedSampler pads, so that no process gets an empty batch.
+    """
+    if world == 1:
+        return rows
+    if rows.size < world:
+        rows = np.resize(rows, world)
+    return rows[rank::world]
 
 
 class ControlPairing:
@@ -67,7 +91,9 @@ class EpochBatches:
     """An iterable of ``(targets, sources)`` index tensors for one epoch.
 
     Lightning calls ``sampler.set_epoch(epoch)`` before each epoch (also after resuming), which
-    selects the permutation and the pairing of that epoch.
+    selects the permutation and the pairing of that epoch. In a distributed run (read when
+    iterating) each process yields its :func:`shard` of every global batch of ``batch_size``
+    cells; all processes yield the same number of batches.
     """
 
     batch_sampler = None  # read by Lightning, which treats the object like a DataLoader
@@ -103,6 +129,7 @@ class EpochBatches:
         rng = epoch_rng(self.seed, self.epoch if self.shuffle else FIXED_EPOCH)
         targets = rng.permutation(self.indices) if self.shuffle else self.indices
         sources = self.pairing.sources(targets, rng)
+        rank, world = process_rank()
         for start in range(0, targets.size, self.batch_size):
-            stop = start + self.batch_size
-            yield torch.from_numpy(targets[start:stop]), torch.from_numpy(sources[start:stop])
+            rows = shard(np.arange(start, min(start + self.batch_size, targets.size)), rank, world)
+            yield torch.from_numpy(targets[rows]), torch.from_numpy(sources[rows])

@@ -39,10 +39,18 @@ def train(
     no_zero_penalty: bool = typer.Option(False, "--no-zero-penalty", help="Switch off the always-zero gene treatment (the penalty and the -10 output-bias start), for the ablation."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML of SCVIConfig options."),
     max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="Override the config's max_epochs."),
-    seed: int = typer.Option(0, "--seed"),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Override the config's max_steps (-1: no limit)."),
+    accelerator: Optional[str] = typer.Option(None, "--accelerator", help="auto (default: a GPU when one is visible), cpu, gpu or mps."),
+    devices: Optional[str] = typer.Option(None, "--devices", help="Devices to train on (N or auto); more than 1 trains with DDP."),
+    precision: Optional[str] = typer.Option(None, "--precision", help="32 (default), bf16-mixed or 16-mixed (GPU)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Override the config's seed (default 0)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from MODEL_DIR/training/checkpoints/last.ckpt."),
 ) -> None:
-    """Train a conditional scVI on raw counts."""
+    """Train a conditional scVI on raw counts.
+
+    With --devices N > 1 Lightning starts N - 1 more processes that run this same command; only
+    the first writes the model and prints.
+    """
     import matplotlib.pyplot as plt
 
     from cellsmith.data import read
@@ -50,7 +58,15 @@ def train(
     from cellsmith.scvi import ConditionalSCVI, SCVIConfig
     from cellsmith.scvi.figures import training_curves
 
-    overrides = {"likelihood": likelihood, "max_epochs": max_epochs}
+    overrides = {
+        "likelihood": likelihood,
+        "max_epochs": max_epochs,
+        "max_steps": max_steps,
+        "accelerator": accelerator,
+        "devices": devices,
+        "precision": precision,
+        "seed": seed,
+    }
     if no_zero_penalty:
         overrides["zero_penalty"] = False
         overrides["zero_gene_init"] = False
@@ -64,10 +80,11 @@ def train(
         control_label=control_label,
         match_key=match_key,
         counts_layer=counts_layer,
-        seed=seed,
         out_dir=model_dir / "training",
         resume=resume,
     )
+    if not model.is_global_zero:  # an extra DDP process: the first one writes and reports
+        return
     model.save(model_dir)
     if model.history is not None:
         figure = training_curves(model.history)

@@ -6,15 +6,17 @@ from typing import Literal
 
 from pydantic import Field
 
-from cellsmith.config import CellsmithConfig
+from cellsmith.nn.config import TrainingConfig
 
 
-class SCVIConfig(CellsmithConfig):
+class SCVIConfig(TrainingConfig):
     """Architecture, likelihood and training options of :class:`~cellsmith.scvi.ConditionalSCVI`.
 
-    The defaults follow scvi-tools' SCVI (latent 10, one hidden layer of 128, dropout 0.1,
-    Adam with lr 1e-3, batch size 128) except for the likelihood default ``zinb`` and the
-    always-zero gene penalty.
+    The shared training options (``learning_rate``, ``batch_size``, ``seed``, ``accelerator``,
+    ``devices``, ``precision`` ...) are those of :class:`~cellsmith.nn.TrainingConfig`; the
+    defaults below follow scvi-tools' SCVI (latent 10, one hidden layer of 128, dropout 0.1,
+    Adam with learning rate 1e-3, batch size 128) except for the likelihood default ``zinb`` and
+    the always-zero gene penalty. The key ``lr`` of cellsmith 0.1 still loads, with a warning.
     """
 
     n_latent: int = Field(10, ge=1, description="Latent dimensions.")
@@ -39,11 +41,16 @@ class SCVIConfig(CellsmithConfig):
     kl_warmup_epochs: int = Field(
         50, ge=0, description="Epochs over which the KL weight grows linearly from 0 to 1."
     )
-    lr: float = Field(1e-3, gt=0.0)
-    weight_decay: float = Field(1e-6, ge=0.0)
-    batch_size: int = Field(128, ge=2)
-    max_epochs: int = Field(200, ge=1)
-    patience: int = Field(20, description="Early-stopping patience in epochs (<= 0: off).")
+    val_fraction: float = Field(0.1, gt=0.0, lt=0.5, description="Seeded held-out validation share.")
+
+    # The shared training options, with scVI's defaults.
+    learning_rate: float = Field(1e-3, gt=0.0, description="Adam learning rate.")
+    weight_decay: float = Field(1e-6, ge=0.0, description="Adam weight decay.")
+    batch_size: int = Field(128, ge=2, description="Training mini-batch size (cells).")
+    max_epochs: int = Field(200, ge=1, description="Upper bound on training epochs.")
+    patience: int = Field(
+        20, ge=0, description="Early-stopping patience in epochs of validation loss; 0 switches it off."
+    )
     num_threads: int | None = Field(
         None,
         ge=1,
@@ -51,4 +58,3 @@ class SCVIConfig(CellsmithConfig):
         "torch's setting. On an idle 2-core machine torch's 2 threads train 1.7x faster than 1; on "
         "an oversubscribed machine 1 thread avoids threads waiting on each other.",
     )
-    val_fraction: float = Field(0.1, gt=0.0, lt=0.5, description="Seeded held-out validation share.")

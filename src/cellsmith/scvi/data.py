@@ -7,10 +7,8 @@ model and re-applied to new data, where an unseen category or a different gene s
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
 import anndata as ad
 import numpy as np
@@ -28,7 +26,7 @@ SINGLE_BATCH = "all"
 
 @dataclass
 class DataSetup:
-    """Keys and category mappings of a trained model (JSON-serialisable).
+    """Keys and category mappings of a trained model (JSON-serialisable; ``setup.json``).
 
     Attributes
     ----------
@@ -76,13 +74,6 @@ class DataSetup:
     def required_columns(self) -> list[str]:
         keys = [self.batch_key, *self.covariate_keys, self.perturbation_key, self.match_key]
         return [k for k in keys if k is not None]
-
-    def write(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(asdict(self), indent=1))
-
-    @classmethod
-    def read(cls, path: str | Path) -> DataSetup:
-        return cls(**json.loads(Path(path).read_text()))
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Examples
 --------
->>> model = ConditionalSCVI(SCVIConfig(max_epochs=100))
+>>> model = ConditionalSCVI(SCVIConfig(max_epochs=100, seed=0))
 >>> model.train(adata, batch_key="donor_id", covariate_keys=["timepoint"], out_dir="run/")
 >>> z = model.get_latent(adata)                            # (n_cells, n_latent)
 >>> pred = model.predict(adata, set={"timepoint": "24h"})  # counterfactual cells
@@ -11,10 +11,12 @@ Examples
 
 from __future__ import annotations
 
-import tempfile
+import json
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import anndata as ad
 import lightning as L
@@ -24,9 +26,11 @@ import torch
 
 from cellsmith._logging import logger, seed_everything
 from cellsmith.data import GeneSpace, normalize
-from cellsmith.errors import InputError
-from cellsmith.nn import load_best_weights, make_trainer, torch_threads
-from cellsmith.report import write_atomic
+from cellsmith.data.splits import split_indices
+from cellsmith.errors import CellsmithDeprecationWarning, ConfigError, InputError, ModelDirectoryError
+from cellsmith.nn import torch_threads
+from cellsmith.nn.base import CellsmithModel
+from cellsmith.nn.saving import ModelFiles, load_legacy_state
 from cellsmith.scvi.batches import FIXED_EPOCH, ControlPairing, EpochBatches, epoch_rng
 from cellsmith.scvi.config import SCVIConfig
 from cellsmith.scvi.data import (
@@ -41,28 +45,32 @@ from cellsmith.scvi.data import (
 from cellsmith.scvi.module import ConditionalVAE
 from cellsmith.scvi.plan import SCVIPlan
 
-_WEIGHTS, _CONFIG, _SETUP, _GENES, _HISTORY = "model.pt", "config.yaml", "setup.json", "genespace.json", "history.csv"
 _EVAL_BATCH = 1024
+#: Files of a model folder written by cellsmith 0.1 (no manifest; pickled ``model.pt``).
+_LEGACY_FILES = ("model.pt", "config.yaml", "setup.json", "genespace.json")
 
 
-class ConditionalSCVI:
+class ConditionalSCVI(CellsmithModel):
     """Conditional scVI on raw counts: batch (donor) and categorical covariates, an optional
     perturbation, NB / ZINB likelihood and the always-zero gene penalty.
 
     Parameters
     ----------
     config
-        Architecture and training options (defaults when None).
+        Architecture and training options, seed and hardware included (defaults when None).
     """
 
+    workflow = "scvi"
+    config_class = SCVIConfig
+    command = "cellsmith scvi train"
+    config: SCVIConfig
+    module: ConditionalVAE | None
+
     def __init__(self, config: SCVIConfig | None = None):
-        self.config = config or SCVIConfig()
-        self.module: ConditionalVAE | None = None
+        super().__init__(config)
         self.setup: DataSetup | None = None
-        self.genespace: GeneSpace | None = None
-        self.history: pd.DataFrame | None = None
+        #: Indices of the cells of ``train``'s AnnData used for training and validation.
         self.split: dict[str, np.ndarray] = {}
-        self.seed = 0
 
     # ----------------------------------------------------------------------------- training
     def train(
@@ -75,11 +83,11 @@ class ConditionalSCVI:
         control_label: str | None = None,
         match_key: str | None = None,
         counts_layer: str | None = None,
-        seed: int = 0,
         out_dir: str | Path | None = None,
         resume: bool = False,
-        progress_bar: bool = True,
         callbacks: Sequence[L.Callback] = (),
+        seed: int | None = None,
+        progress_bar: bool | None = None,
     ) -> ConditionalSCVI:
         """Fit the model on the raw counts of ``adata``.
 
@@ -99,22 +107,21 @@ class ConditionalSCVI:
             Optional obs column controls are matched on besides the batch (e.g. cell type).
         counts_layer
             Layer with raw counts (default X).
-        seed
-            Seeds the validation split, batch order, pairing and initialisation.
         out_dir
             Folder of checkpoints and the metrics log (``checkpoints/``, ``logs/``); a temporary
             folder when None.
         resume
-            Continue from ``out_dir/checkpoints/last.ckpt`` (same data, config and seed).
-        progress_bar
-            Show a progress bar.
+            Continue from ``out_dir/checkpoints/last.ckpt`` (same data and config).
         callbacks
             Extra Lightning callbacks.
+        seed, progress_bar
+            Deprecated: set ``config.seed`` / ``config.progress_bar`` instead (they override the
+            config, with a warning, for one release).
 
         Returns
         -------
-        self, trained (with early stopping: the weights of the best validation epoch);
-        ``history`` holds the per-epoch loss terms.
+        self, trained (the weights of the best validation epoch); ``history`` holds the
+        per-epoch loss terms, ``split`` the training and validation cells.
 
         Raises
         ------
@@ -122,6 +129,7 @@ class ConditionalSCVI:
             On non-count data, missing obs columns or an unknown control label; nothing is
             written then.
         """
+        self._deprecated_overrides(seed=seed, progress_bar=progress_bar)
         if (perturbation_key is None) != (control_label is None):
             raise InputError("perturbation mode needs both perturbation_key and control_label.")
         if match_key is not None and perturbation_key is None:
@@ -138,16 +146,13 @@ class ConditionalSCVI:
         genespace = GeneSpace(adata.var_names)
         counts = aligned_counts(adata, genespace, counts_layer)
         setup.always_zero_genes = [genespace.names[i] for i in np.flatnonzero(counts.sum(0) == 0)]
-        self.setup, self.genespace, self.seed = setup, genespace, seed
+        self.setup, self.genespace = setup, genespace
         data = encode_cells(counts, category_codes(adata, setup))
-        if resume and (out_dir is None or not (Path(out_dir) / "checkpoints" / "last.ckpt").is_file()):
-            raise InputError(f"cannot resume: no checkpoints/last.ckpt under {out_dir}; train without --resume.")
 
-        seed_everything(seed)
+        config = self.config
+        seed_everything(config.seed)
         self.module = self._build_module()
-        order = np.random.default_rng([seed, FIXED_EPOCH]).permutation(data.n_cells)
-        n_val = max(1, int(round(self.config.val_fraction * data.n_cells)))
-        self.split = {"validation": np.sort(order[:n_val]), "train": np.sort(order[n_val:])}
+        self.split = split_indices(data.n_cells, {"validation": config.val_fraction}, seed=config.seed)
         plan = SCVIPlan(
             self.module,
             x=data.x,
@@ -155,45 +160,39 @@ class ConditionalSCVI:
             library=data.library,
             encoder_covariates=self._encoder_covariates(data.codes),
             decoder_covariates=one_hot(data.codes, setup.decoder_keys, setup.categories),
-            config=self.config,
-            seed=seed,
+            config=config,
         )
         loaders = {
             stage: EpochBatches(
                 idx,
                 self._pairing(data, idx),
-                batch_size=self.config.batch_size if stage == "train" else _EVAL_BATCH,
-                seed=seed,
+                batch_size=config.batch_size if stage == "train" else _EVAL_BATCH,
+                seed=config.seed,
                 shuffle=stage == "train",
             )
             for stage, idx in self.split.items()
         }
         logger.info(
             "training conditional scVI on %d cells x %d genes (%d always zero), %s, decoder keys %s",
-            data.n_cells, len(genespace), len(setup.always_zero_genes), self.config.likelihood, setup.decoder_keys,
+            data.n_cells, len(genespace), len(setup.always_zero_genes), config.likelihood, setup.decoder_keys,
         )
-        with tempfile.TemporaryDirectory() as scratch:
-            run_dir = Path(out_dir) if out_dir is not None else Path(scratch)
-            trainer = make_trainer(
-                run_dir,
-                max_epochs=self.config.max_epochs,
-                patience=self.config.patience,
-                progress_bar=progress_bar,
-                callbacks=list(callbacks),
-                log_every_n_steps=1,
-            )
-            ckpt = run_dir / "checkpoints" / "last.ckpt" if resume else None
-            # Lightning's CSV logger starts a new file on resumption: keep the earlier epochs.
-            earlier = _read_history(run_dir / "logs" / "metrics.csv") if resume else None
-            with torch_threads(self.config.num_threads), warnings.catch_warnings():
-                if resume:  # the checkpoint and log folders exist by design
-                    warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
-                trainer.fit(plan, train_dataloaders=loaders["train"], val_dataloaders=loaders["validation"], ckpt_path=ckpt)
-            self.history = _merge_history(earlier, _read_history(run_dir / "logs" / "metrics.csv"))
-            if self.config.patience > 0:  # with early stopping, keep the best validation epoch
-                load_best_weights(trainer, plan)
-        self.module.eval()
+        self.fit_plan(
+            plan, loaders["train"], loaders["validation"], out_dir=out_dir, resume=resume, callbacks=callbacks
+        )
         return self
+
+    def _deprecated_overrides(self, **values: Any) -> None:
+        """Old ``train`` keywords of options that now live in the config: warn, then apply."""
+        given = {name: value for name, value in values.items() if value is not None}
+        for name in given:
+            warnings.warn(
+                f"ConditionalSCVI.train({name}=...) is deprecated; set it in the config instead "
+                f"(SCVIConfig({name}=...)). The keyword will be removed in a later release.",
+                CellsmithDeprecationWarning,
+                stacklevel=3,
+            )
+        if given:
+            self.config = self.config.model_copy(update=given)
 
     def _build_module(self) -> ConditionalVAE:
         setup, config = self.setup, self.config
@@ -228,12 +227,8 @@ class ConditionalSCVI:
         return ControlPairing(data.codes[setup.perturbation_key] == control_code, group, pool)
 
     # ----------------------------------------------------------------------------- inference
-    def _require_trained(self) -> None:
-        if self.module is None:
-            raise InputError("the model is not trained; call train() or ConditionalSCVI.load() first.")
-
     def _encode(self, adata: ad.AnnData, overrides: Mapping[str, str] | None = None) -> tuple[EncodedData, dict]:
-        self._require_trained()
+        self.require_trained()
         codes = category_codes(adata, self.setup)
         decoder_codes = category_codes(adata, self.setup, overrides) if overrides else codes
         return encode_cells(aligned_counts(adata, self.genespace, self.setup.counts_layer), codes), decoder_codes
@@ -244,7 +239,7 @@ class ConditionalSCVI:
     ) -> dict[str, np.ndarray]:
         """Encode ``sources`` (default: each cell itself), decode under ``decoder_codes`` at each
         cell's library size; the latent is the posterior mean (deterministic)."""
-        self.module.eval()
+        self.module.to(self.device).eval()
         with torch_threads(self.config.num_threads):
             return self._decode_batches(data, decoder_codes, sources)
 
@@ -257,16 +252,21 @@ class ConditionalSCVI:
         parts: dict[str, list[np.ndarray]] = {
             "latent": [], "mean": [], "zero_probability": [], "zi_probability": [], "log_likelihood": []
         }
+        device = self.device
         for start in range(0, data.n_cells, _EVAL_BATCH):
             t = torch.arange(start, min(start + _EVAL_BATCH, data.n_cells))
             s = torch.from_numpy(sources[start : start + _EVAL_BATCH])
-            out = self.module(data.x_log[s], enc[s], dec[t], data.library[t])
-            parts["latent"].append(out["z_mu"].numpy())
-            parts["mean"].append(out["mu"].numpy())
-            parts["zero_probability"].append(self.module.zero_probability(out).numpy())
-            parts["log_likelihood"].append(self.module.log_likelihood(data.x[t], out).numpy())
+            out = self.module(data.x_log[s].to(device), enc[s].to(device), dec[t].to(device), data.library[t].to(device))
             zi = out["zi_logits"]
-            parts["zi_probability"].append(torch.sigmoid(zi).numpy() if zi is not None else np.zeros_like(parts["mean"][-1]))
+            values = {
+                "latent": out["z_mu"],
+                "mean": out["mu"],
+                "zero_probability": self.module.zero_probability(out),
+                "zi_probability": torch.sigmoid(zi) if zi is not None else torch.zeros_like(out["mu"]),
+                "log_likelihood": self.module.log_likelihood(data.x[t].to(device), out),
+            }
+            for name, value in values.items():
+                parts[name].append(value.float().cpu().numpy())
         return {k: np.concatenate(v) for k, v in parts.items()}
 
     def get_latent(self, adata: ad.AnnData) -> np.ndarray:
@@ -287,7 +287,7 @@ class ConditionalSCVI:
 
     def _matched(self, data: EncodedData, seed: int | None) -> np.ndarray:
         pairing = self._pairing(data, np.arange(data.n_cells))
-        return pairing.sources(np.arange(data.n_cells), epoch_rng(self.seed if seed is None else seed, FIXED_EPOCH))
+        return pairing.sources(np.arange(data.n_cells), epoch_rng(self.config.seed if seed is None else seed, FIXED_EPOCH))
 
     def reconstruct(self, adata: ad.AnnData, *, seed: int | None = None) -> dict[str, np.ndarray]:
         """Decoded mean counts (``mean``), P(zero) (``zero_probability``), ``sampled_counts`` (a
@@ -295,7 +295,7 @@ class ConditionalSCVI:
         mode a perturbed cell is predicted from its matched control."""
         data, codes = self._encode(adata)
         out = self._run(data, codes, self._matched(data, seed))
-        out["sampled_counts"] = self._sample(out["mean"], out["zi_probability"], self.seed if seed is None else seed)
+        out["sampled_counts"] = self._sample(out["mean"], out["zi_probability"], self.config.seed if seed is None else seed)
         return out
 
     def predict(self, adata: ad.AnnData, *, set: Mapping[str, str], seed: int = 0) -> ad.AnnData:  # noqa: A002
@@ -336,62 +336,66 @@ class ConditionalSCVI:
     def _sample(self, mean: np.ndarray, zi_probability: np.ndarray, seed: int) -> np.ndarray:
         """A seeded draw of counts from the decoded NB / ZINB (Gamma-Poisson, then zero inflation)."""
         rng = np.random.default_rng(seed)
-        theta = self.module.log_theta.detach().exp().numpy().astype(np.float64)
+        theta = self.module.log_theta.detach().exp().cpu().numpy().astype(np.float64)
         counts = rng.poisson(rng.gamma(shape=theta, scale=mean / theta)).astype(np.float32)
         counts[rng.random(counts.shape) < zi_probability] = 0.0
         return counts
 
     # ----------------------------------------------------------------------------- persistence
-    def save(self, path: str | Path) -> Path:
-        """Write weights, config (YAML), data setup, GeneSpace and history into folder ``path``.
+    def setup_dict(self) -> dict[str, Any]:
+        """``setup.json``: the :class:`DataSetup` and the validation cells of training."""
+        n_cells = sum(len(idx) for idx in self.split.values())
+        split = {"n_cells": n_cells, "validation": self.split.get("validation", np.zeros(0, int)).tolist()}
+        return {**asdict(self.setup), "split": split}
 
-        Each file is written atomically, the weights last, so a failed save never leaves a
-        loadable mix; other files in the folder (e.g. ``training/`` checkpoints) are kept.
-        """
-        self._require_trained()
-        path = Path(path)
-        write_atomic(path / _CONFIG, self.config.to_yaml)
-        write_atomic(path / _SETUP, self.setup.write)
-        write_atomic(path / _GENES, self.genespace.write)
-        if self.history is not None:
-            write_atomic(path / _HISTORY, lambda tmp: self.history.to_csv(tmp, index=False))
-        payload = {"state_dict": self.module.state_dict(), "seed": self.seed, "split": self.split}
-        write_atomic(path / _WEIGHTS, lambda tmp: torch.save(payload, tmp))
-        return path
+    def restore(self, files: ModelFiles) -> None:
+        setup = dict(files.setup)
+        split = setup.pop("split", None) or {"n_cells": 0, "validation": []}
+        self.setup = DataSetup(**setup)
+        validation = np.asarray(split["validation"], dtype=np.int64)
+        train = np.setdiff1d(np.arange(split["n_cells"]), validation)
+        self.split = {"train": train, "validation": validation}
+        self.module = self._build_module()
+        self.module.load_state_dict(files.weights)
 
     @classmethod
-    def load(cls, path: str | Path) -> ConditionalSCVI:
-        """Load a model written by :meth:`save`."""
-        path = Path(path)
-        missing = [n for n in (_WEIGHTS, _CONFIG, _SETUP, _GENES) if not (path / n).is_file()]
+    def read_legacy(cls, path: Path) -> ModelFiles:
+        """Read a model folder of cellsmith 0.1 (``model.pt``, ``config.yaml``, ``setup.json``,
+        ``genespace.json``; no manifest). Its ``model.pt`` is read with ``weights_only=True``
+        (tensors and arrays only). Saving the loaded model writes the current format.
+        """
+        missing = [name for name in _LEGACY_FILES if not (path / name).is_file()]
         if missing:
-            raise InputError(
-                f"{path} is not a saved ConditionalSCVI model (missing {', '.join(missing)}); "
-                "pass the --out folder of `cellsmith scvi train`."
+            raise ModelDirectoryError(
+                f"{path} has no cellsmith_model.json and lacks {', '.join(missing)}, so it is neither a "
+                f"model folder of this cellsmith nor of cellsmith 0.1; pass the --out folder of `{cls.command}`."
             )
-        model = cls(SCVIConfig.from_yaml(path / _CONFIG))
-        model.setup = DataSetup.read(path / _SETUP)
-        model.genespace = GeneSpace.read(path / _GENES)
-        payload = torch.load(path / _WEIGHTS, weights_only=False)
-        model.seed, model.split = payload["seed"], payload["split"]
-        model.module = model._build_module()
-        model.module.load_state_dict(payload["state_dict"])
-        model.module.eval()
-        if (path / _HISTORY).is_file():
-            model.history = pd.read_csv(path / _HISTORY)
-        return model
-
-
-def _read_history(path: Path) -> pd.DataFrame | None:
-    """One row per epoch of the CSV log (train and validation rows merged)."""
-    if not path.is_file():
-        return None
-    log = pd.read_csv(path)
-    return log.drop(columns=[c for c in ("step",) if c in log]).groupby("epoch", as_index=False).first()
-
-
-def _merge_history(earlier: pd.DataFrame | None, later: pd.DataFrame | None) -> pd.DataFrame | None:
-    """Epochs of an interrupted run followed by those of its resumption."""
-    if earlier is None or later is None:
-        return later if earlier is None else earlier
-    return pd.concat([earlier[earlier["epoch"] < later["epoch"].min()], later], ignore_index=True)
+        payload = load_legacy_state(path / "model.pt")
+        if not isinstance(payload, dict) or not {"state_dict", "seed", "split"} <= set(payload):
+            raise ModelDirectoryError(
+                f"{path / 'model.pt'} is not a cellsmith 0.1 scVI model (expected a dict with state_dict, "
+                f"seed and split); retrain with `{cls.command}`."
+            )
+        warnings.warn(
+            f"{path} is a model folder of cellsmith 0.1; it loads for one more release. Convert it with "
+            "ConditionalSCVI.load(old).save(new).",
+            CellsmithDeprecationWarning,
+            stacklevel=2,
+        )
+        try:
+            config = cls.config_class.from_yaml(path / "config.yaml", seed=int(payload["seed"]))
+        except ConfigError as err:
+            raise ModelDirectoryError(f"{path}: {err}") from None
+        split = {name: np.asarray(idx) for name, idx in payload["split"].items()}
+        setup = json.loads((path / "setup.json").read_text())
+        setup["split"] = {
+            "n_cells": int(sum(idx.size for idx in split.values())),
+            "validation": split.get("validation", np.zeros(0, int)).tolist(),
+        }
+        return ModelFiles(
+            path=path,
+            config=config,
+            setup=setup,
+            weights=payload["state_dict"],
+            genespace=GeneSpace.read(path / "genespace.json"),
+        )

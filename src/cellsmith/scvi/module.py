@@ -7,26 +7,15 @@ of the one-hot covariate blocks given to the encoder / decoder.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from cellsmith.nn import GaussianEncoder, kl_standard_normal, log_nb, log_zinb, mlp, zero_probability
+from cellsmith.nn import GaussianEncoder, LossOutput, kl_standard_normal, log_nb, log_zinb, mlp, zero_probability
 
 
 #: Initial output bias of always-zero genes (softmax share ~e^-10 of a typical gene's).
 ZERO_GENE_BIAS = -10.0
-
-
-@dataclass
-class SCVILoss:
-    """Named terms of the objective; each a scalar averaged over the cells of a batch."""
-
-    loss: torch.Tensor  #: reconstruction + kl_weight * kl + penalty (what is minimised)
-    reconstruction: torch.Tensor  #: negative log-likelihood of the counts, summed over genes
-    kl: torch.Tensor  #: KL(q(z | x) || N(0, I)), summed over latent dimensions
-    penalty: torch.Tensor  #: always-zero gene penalty (0 when off or when there are none)
 
 
 def zero_penalty_weight(n_always_zero: int, n_genes: int) -> float:
@@ -134,9 +123,22 @@ class ConditionalVAE(nn.Module):
 
     def loss(
         self, x: torch.Tensor, out: dict[str, torch.Tensor | None], *, kl_weight: float = 1.0
-    ) -> SCVILoss:
-        """The objective for target counts ``x`` (B, G) given :meth:`forward`'s output."""
+    ) -> LossOutput:
+        """The objective for target counts ``x`` (B, G) given :meth:`forward`'s output.
+
+        Returns
+        -------
+        LossOutput
+            ``loss = reconstruction + kl_weight * kl + penalty`` and the unweighted terms, each a
+            scalar averaged over the B cells: ``reconstruction`` the negative log-likelihood of
+            the counts summed over genes, ``kl`` KL(q(z | x) || N(0, I)) summed over latent
+            dimensions, ``penalty`` the always-zero gene penalty (0 when off or when there are none).
+        """
         reconstruction = -self.log_likelihood(x, out).mean()
         kl = kl_standard_normal(out["z_mu"], out["z_log_var"]).mean()
         penalty = self.penalty(out["mu"])
-        return SCVILoss(reconstruction + kl_weight * kl + penalty, reconstruction, kl, penalty)
+        return LossOutput(
+            reconstruction + kl_weight * kl + penalty,
+            {"reconstruction": reconstruction, "kl": kl, "penalty": penalty},
+            n_obs=x.shape[0],
+        )
