@@ -115,7 +115,8 @@ class CellsmithModel(ABC):
         callbacks: Sequence[L.Callback] = (),
         **trainer_kwargs: Any,
     ) -> L.Trainer:
-        """Train ``plan`` with the shared trainer; keep the best validation epoch's weights.
+        """Train ``plan`` with the shared trainer; keep the weights of the best validation epoch
+        (also when early stopping is off, ``patience: 0``).
 
         Parameters
         ----------
@@ -139,6 +140,9 @@ class CellsmithModel(ABC):
                 trainer.fit(plan, train_dataloaders=train, val_dataloaders=val, ckpt_path=ckpt)
             self.history = merge_history(earlier, read_history(run_dir / "logs" / "metrics.csv"))
             load_best_weights(trainer, plan)
+            # Under DDP every process reads process 0's checkpoint folder: none may leave (and
+            # delete a temporary folder) before all have read it.
+            trainer.strategy.barrier("cellsmith-best-weights")
         plan.cpu()
         self.is_global_zero = trainer.is_global_zero
         if self.module is not None:

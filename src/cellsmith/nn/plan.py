@@ -72,7 +72,10 @@ class TrainingPlan(L.LightningModule):
     # --------------------------------------------------------------------------- Lightning hooks
     def on_train_epoch_start(self) -> None:
         # Dropout and sampling of epoch e depend on (seed, e) only: resuming repeats the run.
-        seed = np.random.SeedSequence([self.config.seed, self.current_epoch]).generate_state(1)[0]
+        # Extra DDP processes add their rank (each draws its own noise); rank 0 keeps the
+        # single-process stream.
+        entropy = [self.config.seed, self.current_epoch] + ([self.global_rank] if self.global_rank else [])
+        seed = np.random.SeedSequence(entropy).generate_state(1)[0]
         torch.manual_seed(int(seed))
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
