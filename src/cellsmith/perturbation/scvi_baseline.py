@@ -29,10 +29,10 @@ def train_scvi_baseline(
     from cellsmith.scvi import ConditionalSCVI, SCVIConfig
 
     logger.info("training the conditional scVI baseline on %d cells", cells.n_obs)
-    model = ConditionalSCVI(SCVIConfig(max_epochs=max_epochs))
+    model = ConditionalSCVI(SCVIConfig(max_epochs=max_epochs, seed=seed, progress_bar=False))
     model.train(
         cells, batch_key=context_key, perturbation_key=perturbation_key, control_label=control_label,
-        counts_layer=counts_layer, seed=seed, out_dir=out_dir / "scvi_training", progress_bar=False,
+        counts_layer=counts_layer, out_dir=out_dir / "scvi_training",
     )
     model.save(out_dir / SCVI_DIR)
 
