@@ -46,7 +46,7 @@ def pretrain(
     """Learn one embedding per gene of the gene space from unperturbed cells."""
     from cellsmith.data import read
     from cellsmith.perturbation.config import PretrainConfig
-    from cellsmith.perturbation.workflow import read_genespace, run_pretrain
+    from cellsmith.perturbation.workflow import is_main_process, read_genespace, run_pretrain
 
     cfg = PretrainConfig.from_yaml(
         config, max_epochs=max_epochs, max_steps=max_steps, accelerator=accelerator, devices=devices, precision=precision
@@ -54,6 +54,8 @@ def pretrain(
     space = read_genespace(genes)
     datasets = {name: read(path) for name, path in zip(_dataset_names(data), data)}
     result = run_pretrain(datasets, space, out_dir, config=cfg, counts_layer=counts_layer)
+    if not is_main_process():
+        return
     out.print(f"gene embeddings of {len(space)} genes (digest {space.digest}); mapped per source: {result.mapped_per_source}")
     out.print(f"written {out_dir}")
 
@@ -82,7 +84,7 @@ def finetune(
     from cellsmith.perturbation.config import FinetuneConfig
     from cellsmith.perturbation.pretrain import PretrainedGenes
     from cellsmith.perturbation.splits import SPLIT_MODES
-    from cellsmith.perturbation.workflow import read_genespace, run_finetune
+    from cellsmith.perturbation.workflow import is_main_process, read_genespace, run_finetune
 
     if split not in SPLIT_MODES:
         raise InputError(f"--split takes {' or '.join(SPLIT_MODES)}, not '{split}'.")
@@ -96,6 +98,8 @@ def finetune(
         read(data), space, out_dir, config=cfg, pretrained=prior, split=split,
         perturbation_key=perturbation_key, control_label=control_label, counts_layer=counts_layer,
     )
+    if not is_main_process():
+        return
     out.print(f"split {parts.mode}: train targets {len(parts.train_targets)}, test targets {', '.join(parts.test_targets)}")
     out.print(f"written {out_dir} (predict from {out_dir / 'heldout_controls.h5ad'}, evaluate against {out_dir / 'heldout_real.h5ad'})")
 

@@ -49,11 +49,16 @@ def read_genespace(genes_dir: str | Path) -> GeneSpace:
     return space
 
 
+def is_main_process() -> bool:
+    """False in the extra processes that Lightning starts for a multi-device run (``--devices 2``)."""
+    return rank_zero_only.rank == 0
+
+
 @contextmanager
 def output_dir(path: str | Path) -> Iterator[Path]:
     """:func:`~cellsmith.report.atomic_output_dir` in the main process; a scratch folder in the
-    extra processes of a multi-device run (``--devices 2``), which must not write ``path``."""
-    if rank_zero_only.rank == 0:
+    extra processes of a multi-device run, which must not write ``path``."""
+    if is_main_process():
         with atomic_output_dir(path) as tmp:
             yield tmp
     else:
@@ -116,7 +121,8 @@ def run_finetune(
         test.write_h5ad(tmp / HELDOUT_REAL)
         labels = test.obs[perturbation_key].astype(str).to_numpy()
         test[labels == control_label].write_h5ad(tmp / HELDOUT_CONTROLS)
-    logger.info("model written to %s; test targets: %s", out_dir, ", ".join(parts.test_targets))
+    if is_main_process():
+        logger.info("model written to %s; test targets: %s", out_dir, ", ".join(parts.test_targets))
     return model, parts
 
 
