@@ -9,12 +9,12 @@ import scipy.sparse as sp
 import torch
 
 from cellsmith.data import GeneSpace, simulate
-from cellsmith.errors import ConfigError, GeneSpaceError, InputError
+from cellsmith.errors import CellsmithDeprecationWarning, ConfigError, GeneSpaceError, InputError
 from cellsmith.perturbation import Baselines, FinetuneConfig, PerturbationModel, prepare_screen
 from cellsmith.perturbation.set_module import energy_distance
 from cellsmith.perturbation.workflow import run_finetune
 
-FAST = dict(max_epochs=1, steps_per_epoch=2, pairs_per_batch=2, set_size=8, hidden=8, n_embed=4, progress_bar=False)
+FAST = dict(max_epochs=1, steps_per_epoch=2, batch_size=2, set_size=8, hidden=8, n_embed=4, progress_bar=False)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,8 @@ def test_target_absent_from_the_gene_space(screen, space, tmp_path):
         prepare_screen(screen, smaller, missing_targets="error")
     kept = prepare_screen(screen, smaller)  # default: drop it, say so
     assert targets[0] in kept.dropped_targets and targets[0] not in kept.targets
-    model = PerturbationModel.create(space, FinetuneConfig(**FAST))
+    with pytest.warns(CellsmithDeprecationWarning):
+        model = PerturbationModel.create(space, FinetuneConfig(**FAST))
     with pytest.raises(GeneSpaceError, match="NOTAGENE"):
         model.predict(screen, ["NOTAGENE"])
 

@@ -1,11 +1,12 @@
 """The gene space across phases: remapping by name, and refusing a different gene order."""
 
+import anndata as ad
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
 from cellsmith.data import GeneSpace
-from cellsmith.errors import GeneSpaceError
+from cellsmith.errors import CellsmithDeprecationWarning, GeneSpaceError
 from cellsmith.perturbation import FinetuneConfig, PerturbationModel, PretrainConfig, PretrainedGenes, RemappedCells
 
 
@@ -38,21 +39,44 @@ def test_remapped_pretraining_batch_equals_hand_built_expectation():
 def test_fine_tuning_with_a_shuffled_gene_order_is_refused():
     names = [f"G{i}" for i in range(20)]
     space = GeneSpace(names)
-    pretrained = PretrainedGenes(space, np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32), PretrainConfig())
+    pretrained = PretrainedGenes.from_embeddings(space, np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32))
     shuffled = GeneSpace(list(np.random.default_rng(1).permutation(names)))
+    screen = ad.AnnData(np.ones((4, 20), dtype=np.float32))
     with pytest.raises(GeneSpaceError) as err:
-        PerturbationModel.create(shuffled, FinetuneConfig(), pretrained=pretrained)
+        PerturbationModel(FinetuneConfig()).train(screen, genespace=shuffled, pretrained=pretrained)
     assert space.digest in str(err.value) and shuffled.digest in str(err.value)
-    model = PerturbationModel.create(space, FinetuneConfig(n_embed=4), pretrained=pretrained)
+    # The deprecated two-step entry point of cellsmith 0.1 still builds the model, with a warning.
+    with pytest.warns(CellsmithDeprecationWarning, match="create\\(\\) is deprecated"):
+        model = PerturbationModel.create(space, FinetuneConfig(n_embed=4), pretrained=pretrained)
     np.testing.assert_array_equal(model.module.gene_embedding.detach().numpy(), pretrained.embeddings)
 
 
 def test_pretrained_directory_round_trip_keeps_the_digest(tmp_path):
     space = GeneSpace(["A", "B", "C"])
-    PretrainedGenes(space, np.eye(3, dtype=np.float32), PretrainConfig(), {"x": 3}).save(tmp_path)
+    PretrainedGenes.from_embeddings(space, np.eye(3, dtype=np.float32), PretrainConfig(), {"x": 3}).save(tmp_path)
+    assert (tmp_path / "weights.safetensors").is_file()
     loaded = PretrainedGenes.load(tmp_path)
-    assert loaded.genespace.digest == space.digest
+    assert loaded.genespace.digest == space.digest and loaded.mapped_per_source == {"x": 3}
     np.testing.assert_array_equal(loaded.embeddings, np.eye(3))
+    assert list(loaded.predict().index) == ["A", "B", "C"]
     GeneSpace(["A", "C", "B"]).write(tmp_path / "genespace.json")
     with pytest.raises(GeneSpaceError, match="edited"):
         PretrainedGenes.load(tmp_path)
+
+
+def test_a_pretraining_folder_of_cellsmith_0_1_loads_and_converts(tmp_path):
+    """0.1 wrote gene_embeddings.npy, pretrain_info.json, genespace.json and config.yaml."""
+    import json
+
+    space = GeneSpace(["A", "B", "C"])
+    old = tmp_path / "old"
+    old.mkdir()
+    np.save(old / "gene_embeddings.npy", np.arange(6, dtype=np.float32).reshape(3, 2))
+    space.write(old / "genespace.json")
+    PretrainConfig(n_embed=2).to_yaml(old / "config.yaml")
+    info = {"genespace_digest": space.digest, "n_genes": 3, "n_embed": 2, "mapped_per_source": {"cells": 3}}
+    (old / "pretrain_info.json").write_text(json.dumps(info))
+    loaded = PretrainedGenes.load(old)
+    np.testing.assert_array_equal(loaded.embeddings, np.arange(6).reshape(3, 2))
+    loaded.save(tmp_path / "new")
+    np.testing.assert_array_equal(PretrainedGenes.load(tmp_path / "new").embeddings, loaded.embeddings)

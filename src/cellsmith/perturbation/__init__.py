@@ -1,8 +1,10 @@
 """Perturbation response: one gene space from pretraining to fine-tuning, a control-set model,
 Virtual Cell Challenge metrics against baselines.
 
-- :func:`pretrain` / :class:`PretrainedGenes`: one embedding per gene of the space;
-- :class:`PerturbationModel`: control set + target embedding -> perturbed set;
+- :class:`PretrainedGenes`: one embedding per gene of the space
+  (``PretrainedGenes(PretrainConfig()).train(datasets, genespace=space)``);
+- :class:`PerturbationModel`: control set + target embedding -> perturbed set
+  (``PerturbationModel(FinetuneConfig()).train(screen, genespace=space, pretrained=genes)``);
 - :class:`Baselines`: no change, perturbation mean, linear (PCA + ridge);
 - :func:`evaluate`: cell-eval metrics and the baseline-normalised score.
 """

@@ -14,6 +14,15 @@ out = Console(soft_wrap=True)
 app = typer.Typer(help="Perturbation response: pretrain, fine-tune, predict, evaluate.", no_args_is_help=True)
 
 
+# Options shared by the two training commands; they override the --config file.
+COUNTS_LAYER = typer.Option(None, "--counts-layer", help="Layer with raw counts (default X).")
+MAX_EPOCHS = typer.Option(None, "--max-epochs", help="Override the config's max_epochs.")
+MAX_STEPS = typer.Option(None, "--max-steps", help="Override the config's max_steps (-1: no limit).")
+ACCELERATOR = typer.Option(None, "--accelerator", help="auto (default: a GPU when one is visible), cpu, gpu or mps.")
+DEVICES = typer.Option(None, "--devices", help="N or auto; more than 1 trains with DDP.")
+PRECISION = typer.Option(None, "--precision", help="32 (default), bf16-mixed or 16-mixed (GPU).")
+
+
 def _dataset_names(paths: list[Path]) -> list[str]:
     names = [p.stem for p in paths]
     if len(set(names)) != len(names):
@@ -27,16 +36,26 @@ def pretrain(
     genes: Path = typer.Option(..., "--genes", help="HVG_DIR written by `cellsmith genes hvg`."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML of PretrainConfig options."),
     out_dir: Path = typer.Option(..., "--out", help="PRETRAIN_DIR to write."),
+    counts_layer: Optional[str] = COUNTS_LAYER,
+    max_epochs: Optional[int] = MAX_EPOCHS,
+    max_steps: Optional[int] = MAX_STEPS,
+    accelerator: Optional[str] = ACCELERATOR,
+    devices: Optional[str] = DEVICES,
+    precision: Optional[str] = PRECISION,
 ) -> None:
     """Learn one embedding per gene of the gene space from unperturbed cells."""
     from cellsmith.data import read
     from cellsmith.perturbation.config import PretrainConfig
-    from cellsmith.perturbation.workflow import read_genespace, run_pretrain
+    from cellsmith.perturbation.workflow import is_main_process, read_genespace, run_pretrain
 
-    cfg = PretrainConfig.from_yaml(config)
+    cfg = PretrainConfig.from_yaml(
+        config, max_epochs=max_epochs, max_steps=max_steps, accelerator=accelerator, devices=devices, precision=precision
+    )
     space = read_genespace(genes)
     datasets = {name: read(path) for name, path in zip(_dataset_names(data), data)}
-    result = run_pretrain(datasets, space, out_dir, config=cfg)
+    result = run_pretrain(datasets, space, out_dir, config=cfg, counts_layer=counts_layer)
+    if not is_main_process():
+        return
     out.print(f"gene embeddings of {len(space)} genes (digest {space.digest}); mapped per source: {result.mapped_per_source}")
     out.print(f"written {out_dir}")
 
@@ -53,23 +72,34 @@ def finetune(
     config: Optional[Path] = typer.Option(None, "--config", help="YAML of FinetuneConfig options."),
     context_key: Optional[str] = typer.Option(None, "--context-key", help="obs column of the control context."),
     out_dir: Path = typer.Option(..., "--out", help="MODEL_DIR to write."),
+    counts_layer: Optional[str] = COUNTS_LAYER,
+    max_epochs: Optional[int] = MAX_EPOCHS,
+    max_steps: Optional[int] = MAX_STEPS,
+    accelerator: Optional[str] = ACCELERATOR,
+    devices: Optional[str] = DEVICES,
+    precision: Optional[str] = PRECISION,
 ) -> None:
     """Fine-tune the control-set model on a screen; write the model, split, baselines, held-out cells."""
     from cellsmith.data import read
     from cellsmith.perturbation.config import FinetuneConfig
     from cellsmith.perturbation.pretrain import PretrainedGenes
     from cellsmith.perturbation.splits import SPLIT_MODES
-    from cellsmith.perturbation.workflow import read_genespace, run_finetune
+    from cellsmith.perturbation.workflow import is_main_process, read_genespace, run_finetune
 
     if split not in SPLIT_MODES:
         raise InputError(f"--split takes {' or '.join(SPLIT_MODES)}, not '{split}'.")
-    cfg = FinetuneConfig.from_yaml(config, seed=seed, context_key=context_key)
+    cfg = FinetuneConfig.from_yaml(
+        config, seed=seed, context_key=context_key, max_epochs=max_epochs, max_steps=max_steps,
+        accelerator=accelerator, devices=devices, precision=precision,
+    )
     space = read_genespace(genes)
     prior = PretrainedGenes.load(pretrained) if pretrained is not None else None
     _, parts = run_finetune(
         read(data), space, out_dir, config=cfg, pretrained=prior, split=split,
-        perturbation_key=perturbation_key, control_label=control_label,
+        perturbation_key=perturbation_key, control_label=control_label, counts_layer=counts_layer,
     )
+    if not is_main_process():
+        return
     out.print(f"split {parts.mode}: train targets {len(parts.train_targets)}, test targets {', '.join(parts.test_targets)}")
     out.print(f"written {out_dir} (predict from {out_dir / 'heldout_controls.h5ad'}, evaluate against {out_dir / 'heldout_real.h5ad'})")
 
@@ -82,13 +112,18 @@ def predict(
     cells_per_target: int = typer.Option(100, "--cells-per-target"),
     seed: int = typer.Option(0, "--seed"),
     out_file: Path = typer.Option(..., "--out", help="PRED.h5ad to write (cell-eval format)."),
+    counts_layer: Optional[str] = typer.Option(
+        None, "--counts-layer", help="Layer with raw counts of --controls (default: the model's; X: X)."
+    ),
 ) -> None:
     """Predict perturbed cells of each target from control cells."""
     from cellsmith.data import read
     from cellsmith.perturbation.workflow import run_predict
 
     names = [t.strip() for t in targets.split(",") if t.strip()]
-    pred = run_predict(model, read(controls), names, out_file, cells_per_target=cells_per_target, seed=seed)
+    pred = run_predict(
+        model, read(controls), names, out_file, cells_per_target=cells_per_target, seed=seed, counts_layer=counts_layer
+    )
     out.print(f"{pred.n_obs} cells ({len(names)} targets x {cells_per_target} + controls) x {pred.n_vars} genes written to {out_file}")
 
 
@@ -100,6 +135,12 @@ def evaluate(
     model: Optional[Path] = typer.Option(None, "--model", help="MODEL_DIR with the baselines (default: the one in PRED)."),
     threads: int = typer.Option(1, "--threads", help="Threads of cell-eval's DE test."),
     out_dir: Path = typer.Option(..., "--out", help="DIR for per_perturbation.csv, summary.csv, report.html."),
+    perturbation_key: Optional[str] = typer.Option(
+        None, "--perturbation-key", help="obs column of target genes (default: the one PRED records)."
+    ),
+    counts_layer: Optional[str] = typer.Option(
+        None, "--counts-layer", help="Layer with raw counts of --real (default: the one PRED records; X: X)."
+    ),
 ) -> None:
     """Score predictions (and baselines) with cell-eval; write tables and a report."""
     from cellsmith.data import read
@@ -111,6 +152,9 @@ def evaluate(
         source = prediction.uns.get("cellsmith", {}).get("perturbation", {}).get("model_dir")
         if source is None:
             raise InputError(f"{pred} does not name the model that made it; pass --model MODEL_DIR with --baselines.")
-    evaluation = run_evaluate(prediction, read(real), out_dir, baselines_from=source if baselines else None, num_threads=threads)
+    evaluation = run_evaluate(
+        prediction, read(real), out_dir, baselines_from=source if baselines else None, num_threads=threads,
+        perturbation_key=perturbation_key, counts_layer=counts_layer,
+    )
     out.print(evaluation.summary.to_string(float_format=lambda v: f"{v:.4f}"))
     out.print(f"written {out_dir}")

@@ -64,9 +64,10 @@ def _mean_shift(adata: ad.AnnData, key: str, control_label: str, targets: list[s
 
 
 def real_in_prediction_space(
-    real: ad.AnnData, pred: ad.AnnData, *, perturbation_key: str, control_label: str
+    real: ad.AnnData, pred: ad.AnnData, *, perturbation_key: str, control_label: str, counts_layer: str | None = None
 ) -> ad.AnnData:
-    """Real raw-count cells of the predicted perturbations, as log1p(CP10k) in ``pred``'s genes."""
+    """Real raw-count cells (X or ``counts_layer``) of the predicted perturbations, as
+    log1p(CP10k) in ``pred``'s genes."""
     require_obs_column(real, perturbation_key, "perturbation")
     predicted = set(pred.obs[perturbation_key].astype(str))
     labels = real.obs[perturbation_key].astype(str).to_numpy()
@@ -77,7 +78,7 @@ def real_in_prediction_space(
             "evaluate against a file with those perturbations (e.g. heldout_real.h5ad of the model)."
         )
     keep = np.isin(labels, list(predicted))
-    counts = sp.csr_matrix(require_counts(real))[keep]
+    counts = sp.csr_matrix(require_counts(real, layer=counts_layer))[keep]
     space = GeneSpace(pred.var_names)
     remap = GeneRemap(space, list(real.var_names), name="real data")
     if remap.n_mapped < len(space):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, Self
 
 import anndata as ad
 import numpy as np
@@ -14,49 +15,156 @@ import torch
 from cellsmith._logging import logger, seed_everything
 from cellsmith.data import GeneSpace, require_counts
 from cellsmith.errors import GeneSpaceError, InputError
-from cellsmith.nn import load_best_weights, make_trainer, torch_threads
+from cellsmith.nn import TrainingPlan, torch_threads
+from cellsmith.nn.base import CellsmithModel, deprecated
+from cellsmith.nn.saving import ModelFiles, load_legacy_state
 from cellsmith.perturbation.config import FinetuneConfig
 from cellsmith.perturbation.pretrain import PretrainedGenes
 from cellsmith.perturbation.remap import GeneRemap, collate_batch
-from cellsmith.perturbation.saved import read_info, write_info
-from cellsmith.perturbation.screen import Screen
+from cellsmith.perturbation.saved import read_legacy_info, require_digest
+from cellsmith.perturbation.screen import Screen, prepare_screen
 from cellsmith.perturbation.set_data import SetPairs
-from cellsmith.perturbation.plan import LossPlan
 from cellsmith.perturbation.set_module import ControlSetResponse
-from cellsmith.perturbation.splits import Split
+from cellsmith.perturbation.splits import Split, split_screen
 
-MODEL_INFO = "model_info.json"
+#: Info file of cellsmith 0.1 model folders (beside ``model.pt``).
+LEGACY_INFO = "model_info.json"
 
 
-class PerturbationModel:
+class PerturbationModel(CellsmithModel):
     """Control-set response model in a fixed gene space.
 
-    Build it with :meth:`create` (pretrained or random gene embeddings), :meth:`train` it on a
-    screen, then :meth:`predict` perturbed cells of any target of the gene space from control
-    cells. A saved directory holds the weights, ``config.yaml``, ``genespace.json`` and
-    ``model_info.json`` (label key, control label, training targets, pretraining digest).
+    ``PerturbationModel(config).train(screen, genespace=..., pretrained=...)`` fine-tunes on a
+    raw-count screen (pretrained or random gene embeddings); :meth:`predict` then gives perturbed
+    cells of any target of the gene space from control cells. A saved folder holds the weights,
+    ``config.yaml``, ``genespace.json`` and ``setup.json`` (label key, control label, counts
+    layer, training targets, pretraining digest, embedding width).
+
+    Attributes
+    ----------
+    perturbation_key, control_label, counts_layer
+        How the screen was read; :meth:`predict` reads control cells the same way.
+    train_targets
+        Targets seen in fine-tuning.
+    pretrained_digest
+        Digest of the pretraining gene space (None: random gene embeddings).
+    split, screen
+        The split and the screen of the last :meth:`train` call (None after :meth:`load`).
     """
 
-    def __init__(
+    workflow = "perturbation"
+    config_class = FinetuneConfig
+    command = "cellsmith perturb finetune"
+
+    def __init__(self, config: FinetuneConfig | None = None):
+        super().__init__(config)
+        self.perturbation_key = "target_gene"
+        self.control_label = "non-targeting"
+        self.counts_layer: str | None = None
+        self.train_targets: list[str] = []
+        self.pretrained_digest: str | None = None
+        self.split: Split | None = None
+        self.screen: Screen | None = None
+
+    # ----------------------------------------------------------------- training
+    def _build(self, genespace: GeneSpace, pretrained: PretrainedGenes | None) -> None:
+        """A fresh module in ``genespace``: pretrained gene embeddings (same gene space only:
+        GeneSpaceError naming both digests otherwise) or random ones."""
+        config = self.config
+        seed_everything(config.seed)
+        if pretrained is not None:
+            pretrained.require_space(genespace)
+            embedding = torch.from_numpy(pretrained.embeddings)
+        else:
+            logger.info("no pretrained embeddings: random gene embeddings (width %d)", config.n_embed)
+            embedding = torch.randn(len(genespace), config.n_embed)
+        self.genespace = genespace
+        self.pretrained_digest = pretrained.genespace.digest if pretrained is not None else None
+        self.module = ControlSetResponse(embedding, config.hidden, freeze_embeddings=config.freeze_embeddings)
+
+    def train(
         self,
-        genespace: GeneSpace,
-        config: FinetuneConfig,
-        module: ControlSetResponse,
+        adata: ad.AnnData,
         *,
-        pretrained_digest: str | None,
+        genespace: GeneSpace,
+        pretrained: PretrainedGenes | None = None,
         perturbation_key: str = "target_gene",
         control_label: str = "non-targeting",
-        train_targets: Sequence[str] = (),
-    ):
-        self.genespace = genespace
-        self.config = config
-        self.module = module
-        self.pretrained_digest = pretrained_digest
-        self.perturbation_key = perturbation_key
-        self.control_label = control_label
-        self.train_targets = list(train_targets)
+        counts_layer: str | None = None,
+        split: str = "heldout-perturbations",
+        out_dir: str | Path | None = None,
+    ) -> Self:
+        """Check and split a raw-count screen, then fine-tune on the training cells of the split
+        (early stopping on its validation cells).
+
+        Parameters
+        ----------
+        adata
+            The screen: raw counts in X or ``counts_layer``; ``obs[perturbation_key]`` holds the
+            target gene of every cell or ``control_label``.
+        genespace
+            The model's gene space (that of ``pretrained``, when given).
+        pretrained
+            Gene embeddings of :class:`PretrainedGenes`; random embeddings when None.
+        split
+            ``heldout-perturbations`` or ``heldout-cells`` (see :func:`split_screen`); kept in
+            :attr:`split`.
+        out_dir
+            Folder for checkpoints and ``logs/metrics.csv`` (a temporary folder when None).
+
+        Raises
+        ------
+        GeneSpaceError
+            ``pretrained`` was made in another gene space.
+        InputError, ScaleError
+            Duplicate cell names, unknown keys, no controls, too few cells, no raw counts.
+        """
+        config = self.config
+        self._build(genespace, pretrained)
+        if adata.obs_names.duplicated().any():
+            raise InputError("cell names (obs_names) of the screen are not unique; run adata.obs_names_make_unique().")
+        screen = prepare_screen(
+            adata, genespace, perturbation_key=perturbation_key, control_label=control_label,
+            context_key=config.context_key, missing_targets=config.missing_targets, min_cells=config.min_cells,
+            counts_layer=counts_layer,
+        )
+        parts = split_screen(
+            screen, mode=split, seed=config.seed, test_fraction=config.test_fraction, val_fraction=config.val_fraction
+        )
+        self.perturbation_key, self.control_label, self.counts_layer = perturbation_key, control_label, counts_layer
+        self.screen, self.split, self.train_targets = screen, parts, list(parts.train_targets)
+        masks = parts.masks(screen.obs_names)
+        logger.info(
+            "fine-tuning on %d cells, %d perturbations, in %d genes (digest %s); %s",
+            int(masks["train"].sum()), len(parts.train_targets), len(genespace), genespace.digest,
+            "pretrained gene embeddings" if self.pretrained_digest else "random gene embeddings",
+        )
+
+        def loader(part: str, n_items: int, fixed: bool) -> torch.utils.data.DataLoader:
+            pairs = SetPairs(
+                screen, np.flatnonzero(masks[part]), genespace, set_size=config.set_size,
+                n_items=n_items, seed=config.seed + fixed, fixed=fixed,
+            )
+            return torch.utils.data.DataLoader(pairs, batch_size=config.batch_size, collate_fn=collate_batch)
+
+        has_val = bool(masks["val"].any()) and bool(set(screen.labels[masks["val"]]) - {control_label})
+        module, observed = self.module, torch.from_numpy(screen.observed)
+        plan = TrainingPlan(
+            module, config,
+            loss=lambda b: module.loss(b["controls"], b["perturbed"], b["target"], observed, config.mean_weight),
+        )
+        self.fit_plan(
+            plan, loader("train", config.steps_per_epoch * config.batch_size, False),
+            loader("val", 4 * config.batch_size, True) if has_val else None,
+            out_dir=out_dir, monitor="val_loss" if has_val else "train_loss",
+        )
+        return self
 
     @classmethod
+    @deprecated(
+        "PerturbationModel.create() is deprecated; use PerturbationModel(config).train(adata, genespace=..., "
+        "pretrained=...), which builds the model itself."
+    )
     def create(
         cls,
         genespace: GeneSpace,
@@ -66,60 +174,14 @@ class PerturbationModel:
         perturbation_key: str = "target_gene",
         control_label: str = "non-targeting",
     ) -> PerturbationModel:
-        """A fresh model; with ``pretrained`` its gene space must be ``genespace`` exactly
-        (GeneSpaceError naming both digests otherwise), else embeddings are random."""
-        config = config or FinetuneConfig()
-        seed_everything(config.seed)
-        if pretrained is not None:
-            pretrained.require_space(genespace)
-            embedding = torch.from_numpy(pretrained.embeddings)
-        else:
-            logger.info("no pretrained embeddings: random gene embeddings (width %d)", config.n_embed)
-            embedding = torch.randn(len(genespace), config.n_embed)
-        module = ControlSetResponse(embedding, config.hidden, freeze_embeddings=config.freeze_embeddings)
-        return cls(
-            genespace, config, module,
-            pretrained_digest=pretrained.genespace.digest if pretrained is not None else None,
-            perturbation_key=perturbation_key, control_label=control_label,
-        )
+        """cellsmith 0.1 entry point: an untrained model with its module (:meth:`train` builds a
+        new one from its own arguments)."""
+        model = cls(config)
+        model._build(genespace, pretrained)
+        model.perturbation_key, model.control_label = perturbation_key, control_label
+        return model
 
-    def train(self, screen: Screen, split: Split, *, work_dir: str | Path) -> None:
-        """Fine-tune on the training cells of ``split``; early stopping on its validation cells."""
-        cfg = self.config
-        seed_everything(cfg.seed)
-        with torch_threads(cfg.num_threads):
-            masks = split.masks(screen.obs_names)
-            self.train_targets = list(split.train_targets)
-            logger.info(
-                "fine-tuning on %d cells, %d perturbations, in %d genes (digest %s); %s",
-                int(masks["train"].sum()), len(split.train_targets), len(self.genespace), self.genespace.digest,
-                "pretrained gene embeddings" if self.pretrained_digest else "random gene embeddings",
-            )
-
-            def loader(part: str, n_items: int, fixed: bool) -> torch.utils.data.DataLoader:
-                pairs = SetPairs(
-                    screen, np.flatnonzero(masks[part]), self.genespace, set_size=cfg.set_size,
-                    n_items=n_items, seed=cfg.seed + fixed, fixed=fixed,
-                )
-                return torch.utils.data.DataLoader(pairs, batch_size=cfg.pairs_per_batch, collate_fn=collate_batch)
-
-            has_val = bool(masks["val"].any()) and bool(set(screen.labels[masks["val"]]) - {screen.control_label})
-            val = loader("val", 4 * cfg.pairs_per_batch, True) if has_val else None
-            observed = torch.from_numpy(screen.observed)
-            module = self.module
-            plan = LossPlan(
-                module,
-                lambda b: module.loss(b["controls"], b["perturbed"], b["target"], observed, cfg.mean_weight),
-                learning_rate=cfg.learning_rate,
-            )
-            trainer = make_trainer(
-                work_dir, max_epochs=cfg.max_epochs, monitor="val_loss" if has_val else "train_loss",
-                patience=cfg.patience, progress_bar=cfg.progress_bar,
-            )
-            trainer.fit(plan, loader("train", cfg.steps_per_epoch * cfg.pairs_per_batch, False), val)
-            load_best_weights(trainer, plan)
-            self.module.eval()
-
+    # ----------------------------------------------------------------- prediction
     def _check_targets(self, targets: Sequence[str]) -> None:
         missing = [t for t in targets if t not in self.genespace]
         if missing:
@@ -136,19 +198,22 @@ class PerturbationModel:
         self, controls: np.ndarray, contexts: np.ndarray, target: str, *, n_cells: int, rng: np.random.Generator
     ) -> np.ndarray:
         """``n_cells`` perturbed cells (log1p(CP10k)) from control cells ``(n, G)`` in space
-        order: controls are drawn (with replacement when too few) and each context is one set."""
-        self.module.eval()
+        order: controls are drawn (with replacement when too few) and each context is one set,
+        run on :attr:`device`."""
+        device = self.device
+        module = self.module.to(device).eval()
         picked = rng.choice(controls.shape[0], n_cells, replace=controls.shape[0] < n_cells)
         out = np.empty((n_cells, controls.shape[1]), dtype=np.float32)
-        index = torch.tensor([self.genespace.index(target)])
+        index = torch.tensor([self.genespace.index(target)], device=device)
         for context in np.unique(contexts[picked]):
             at = np.flatnonzero(contexts[picked] == context)
-            cells = torch.from_numpy(controls[picked[at]]).float()[None]
-            out[at] = self.module(cells, index)[0].numpy()
+            cells = torch.from_numpy(controls[picked[at]]).float().to(device)[None]
+            out[at] = module(cells, index)[0].cpu().numpy()
         return out
 
     def controls_in_space(self, adata: ad.AnnData, *, counts_layer: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Control cells of ``adata`` (raw counts) as log1p(CP10k) in space order, and contexts."""
+        """Control cells of ``adata`` (raw counts in ``counts_layer``, by default the layer the
+        model was trained from) as log1p(CP10k) in space order, and their contexts."""
         if self.perturbation_key in adata.obs:
             labels = adata.obs[self.perturbation_key].astype(str)
             adata = adata[labels.to_numpy() == self.control_label]
@@ -157,8 +222,9 @@ class PerturbationModel:
                 f"no control cells: every cell of the controls file has {self.perturbation_key} other "
                 f"than '{self.control_label}'; pass a file of control cells."
             )
+        layer = counts_layer if counts_layer is not None else self.counts_layer
         remap = GeneRemap(self.genespace, list(adata.var_names), name="controls")
-        x = remap.transform(sp.csr_matrix(require_counts(adata, layer=counts_layer))).toarray()
+        x = remap.transform(sp.csr_matrix(require_counts(adata, layer=layer))).toarray()
         key = self.config.context_key
         contexts = adata.obs[key].astype(str).to_numpy() if key and key in adata.obs else np.full(adata.n_obs, "all")
         return x, contexts
@@ -169,13 +235,22 @@ class PerturbationModel:
     ) -> ad.AnnData:
         """Predicted perturbed cells of each target plus the control cells, in cell-eval's format.
 
+        Parameters
+        ----------
+        controls
+            Raw-count control cells (cells of other labels in ``obs[perturbation_key]`` are left out).
+        counts_layer
+            Layer of the raw counts; by default the one the model was trained from (``"X"``: X).
+
         Returns
         -------
         AnnData
-            ``X`` log1p(CP10k) (float32, genes of the gene space in its order); obs
-            ``target_gene`` (the target, or the control label for the input controls);
-            ``uns["cellsmith"]["perturbation"]`` the gene-space digest, targets and control label.
+            ``X`` log1p(CP10k) (float32, genes of the gene space in its order);
+            ``obs[perturbation_key]`` the target, or the control label for the input controls;
+            ``uns["cellsmith"]["perturbation"]`` the gene-space digest, targets, label key,
+            control label and counts layer.
         """
+        self.require_trained()
         self._check_targets(list(targets))
         if cells_per_target < 1:
             raise InputError(f"--cells-per-target must be at least 1, got {cells_per_target}.")
@@ -184,48 +259,61 @@ class PerturbationModel:
             rng = np.random.default_rng(seed)
             torch.manual_seed(seed)
             blocks = [self.predict_cells(x, contexts, t, n_cells=cells_per_target, rng=rng) for t in targets]
-            labels = [t for t in targets for _ in range(cells_per_target)] + [self.control_label] * x.shape[0]
-            pred = ad.AnnData(
-                X=np.vstack([*blocks, x]).astype(np.float32),
-                obs=pd.DataFrame({"target_gene": pd.Categorical(labels)}, index=[f"pred{i}" for i in range(len(labels))]),
-                var=pd.DataFrame(index=list(self.genespace.names)),
-            )
-            pred.obs["context"] = np.concatenate([np.repeat("predicted", len(targets) * cells_per_target), contexts])
-            pred.uns["cellsmith"] = {
-                "perturbation": {
-                    "genespace_digest": self.genespace.digest,
-                    "targets": list(targets),
-                    "control_label": self.control_label,
-                    "train_targets": self.train_targets,
-                    "pretrained": self.pretrained_digest is not None,
-                }
+        labels = [t for t in targets for _ in range(cells_per_target)] + [self.control_label] * x.shape[0]
+        pred = ad.AnnData(
+            X=np.vstack([*blocks, x]).astype(np.float32),
+            obs=pd.DataFrame(
+                {self.perturbation_key: pd.Categorical(labels)}, index=[f"pred{i}" for i in range(len(labels))]
+            ),
+            var=pd.DataFrame(index=list(self.genespace.names)),
+        )
+        pred.obs["context"] = np.concatenate([np.repeat("predicted", len(targets) * cells_per_target), contexts])
+        pred.uns["cellsmith"] = {
+            "perturbation": {
+                "genespace_digest": self.genespace.digest,
+                "targets": list(targets),
+                "perturbation_key": self.perturbation_key,
+                "control_label": self.control_label,
+                "counts_layer": self.counts_layer,
+                "train_targets": self.train_targets,
+                "pretrained": self.pretrained_digest is not None,
             }
-            return pred
+        }
+        return pred
 
-    def save(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        torch.save(self.module.state_dict(), directory / "model.pt")
-        self.config.to_yaml(directory / "config.yaml")
-        info = {
-            "pretrained_digest": self.pretrained_digest,
+    # ----------------------------------------------------------------- the model folder
+    def setup_dict(self) -> dict[str, Any]:
+        return {
+            "genespace_digest": self.genespace.digest,
             "perturbation_key": self.perturbation_key,
             "control_label": self.control_label,
+            "counts_layer": self.counts_layer,
             "train_targets": self.train_targets,
+            "pretrained_digest": self.pretrained_digest,
             "n_embed": int(self.module.gene_embedding.shape[1]),
         }
-        write_info(directory, MODEL_INFO, self.genespace, info)
+
+    def restore(self, files: ModelFiles) -> None:
+        space = require_digest(files)
+        setup = files.setup
+        self.perturbation_key, self.control_label = setup["perturbation_key"], setup["control_label"]
+        self.counts_layer, self.train_targets = setup["counts_layer"], list(setup["train_targets"])
+        self.pretrained_digest = setup["pretrained_digest"]
+        self.module = ControlSetResponse(
+            torch.zeros(len(space), setup["n_embed"]), self.config.hidden, freeze_embeddings=self.config.freeze_embeddings
+        )
+        self.module.load_state_dict(files.weights)
 
     @classmethod
-    def load(cls, directory: str | Path) -> PerturbationModel:
-        info, space = read_info(directory, MODEL_INFO, "cellsmith perturb finetune")
-        directory = Path(directory)
-        config = FinetuneConfig.from_yaml(directory / "config.yaml")
-        module = ControlSetResponse(torch.zeros(len(space), info["n_embed"]), config.hidden, freeze_embeddings=config.freeze_embeddings)
-        module.load_state_dict(torch.load(directory / "model.pt", weights_only=True))
-        module.eval()
-        return cls(
-            space, config, module, pretrained_digest=info["pretrained_digest"],
-            perturbation_key=info["perturbation_key"], control_label=info["control_label"],
-            train_targets=info["train_targets"],
+    def read_legacy(cls, path: Path) -> ModelFiles:
+        """A cellsmith 0.1 folder (``model.pt``, ``model_info.json``): the state dict is read with
+        ``weights_only=True``; its screen was read from X. ``save`` writes it in the current format."""
+        info, space = read_legacy_info(path, LEGACY_INFO, cls.command)
+        keys = ("genespace_digest", "perturbation_key", "control_label", "train_targets", "pretrained_digest", "n_embed")
+        return ModelFiles(
+            path=path,
+            config=FinetuneConfig.from_yaml(path / "config.yaml"),
+            setup={**{k: info[k] for k in keys}, "counts_layer": None},
+            weights=load_legacy_state(path / "model.pt"),
+            genespace=space,
         )

@@ -1,71 +1,132 @@
 """Pretraining phase: one embedding per gene of the space, learnt from unperturbed cells.
 
-The saved directory holds the gene space and its digest, so that fine-tuning can refuse a
-different gene space instead of silently pairing embeddings with the wrong genes.
+:class:`PretrainedGenes` follows the model API of every workflow
+(``PretrainedGenes(config).train(datasets, genespace=...)``, ``.save(dir)``,
+``PretrainedGenes.load(dir)``). Its folder holds the gene space and its digest, so that
+fine-tuning can refuse a different gene space instead of silently pairing embeddings with the
+wrong genes; the embeddings are the ``gene_embedding`` tensor of ``weights.safetensors``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import torch
 
 from cellsmith._logging import logger, seed_everything
 from cellsmith.data import GeneSpace, require_counts
+from cellsmith.data.splits import split_indices
 from cellsmith.errors import GeneSpaceError, InputError
-from cellsmith.nn import load_best_weights, make_trainer, torch_threads
+from cellsmith.nn import TrainingPlan
+from cellsmith.nn.base import CellsmithModel, deprecated
+from cellsmith.nn.saving import ModelFiles
 from cellsmith.perturbation.config import PretrainConfig
-from cellsmith.perturbation.plan import LossPlan
 from cellsmith.perturbation.pretrain_module import GeneEmbeddingAE
 from cellsmith.perturbation.remap import RemappedCells, collate_batch
-from cellsmith.perturbation.saved import read_info, write_info
+from cellsmith.perturbation.saved import read_legacy_info, require_digest
 
-INFO_FILE = "pretrain_info.json"
+#: Fewer cells than this are all used for training (no validation cells, no early stopping).
+MIN_CELLS_TO_VALIDATE = 20
 
 
-@dataclass
-class PretrainedGenes:
-    """Gene embeddings of a gene space and where they came from.
+class PretrainedGenes(CellsmithModel):
+    """Gene embeddings of a gene space, learnt by masked-expression pretraining.
 
     Attributes
     ----------
     genespace
         The gene space; row ``i`` of :attr:`embeddings` is gene ``genespace.names[i]``.
-    embeddings
-        ``(n_genes, n_embed)`` float32.
-    config
-        The pretraining config.
     mapped_per_source
         Genes of the space measured by each pretraining source.
+    counts_layer
+        Layer of the raw counts pretraining read (None: X).
     """
 
-    genespace: GeneSpace
-    embeddings: np.ndarray
-    config: PretrainConfig
-    mapped_per_source: dict[str, int] = field(default_factory=dict)
+    workflow = "perturbation-pretrain"
+    config_class = PretrainConfig
+    command = "cellsmith perturb pretrain"
 
-    def save(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.config.to_yaml(directory / "config.yaml")
-        np.save(directory / "gene_embeddings.npy", self.embeddings)
-        info = {"n_genes": len(self.genespace), "n_embed": int(self.embeddings.shape[1]), "mapped_per_source": self.mapped_per_source}
-        write_info(directory, INFO_FILE, self.genespace, info)
+    def __init__(self, config: PretrainConfig | None = None):
+        super().__init__(config)
+        self.mapped_per_source: dict[str, int] = {}
+        self.counts_layer: str | None = None
 
-    @classmethod
-    def load(cls, directory: str | Path) -> PretrainedGenes:
-        info, space = read_info(directory, INFO_FILE, "cellsmith perturb pretrain")
-        directory = Path(directory)
-        return cls(
-            genespace=space,
-            embeddings=np.load(directory / "gene_embeddings.npy"),
-            config=PretrainConfig.from_yaml(directory / "config.yaml"),
-            mapped_per_source=info["mapped_per_source"],
+    # ----------------------------------------------------------------- training
+    def train(
+        self,
+        datasets: Mapping[str, ad.AnnData],
+        *,
+        genespace: GeneSpace,
+        counts_layer: str | None = None,
+        out_dir: str | Path | None = None,
+    ) -> Self:
+        """Learn one embedding per gene of ``genespace`` from unperturbed raw-count cells.
+
+        Parameters
+        ----------
+        datasets
+            ``{name: AnnData of raw counts}``; genes are matched by name (``var_names``).
+        genespace
+            The gene space (from :func:`cellsmith.data.cross_dataset_hvg`).
+        counts_layer
+            Layer with raw counts in every dataset (X when None).
+        out_dir
+            Folder for checkpoints and ``logs/metrics.csv`` (a temporary folder when None).
+        """
+        config = self.config
+        if not datasets:
+            raise InputError("pretraining needs at least one dataset; got none.")
+        seed_everything(config.seed)
+        sources = [(name, require_counts(a, layer=counts_layer), list(a.var_names)) for name, a in datasets.items()]
+        cells = RemappedCells(sources, genespace, cache=config.cache)
+        if len(cells) < 2:
+            raise InputError(f"pretraining needs at least 2 cells; the datasets hold {len(cells)}.")
+        logger.info(
+            "pretraining on %d cells in %d genes (digest %s); mapped per source: %s",
+            len(cells), len(genespace), genespace.digest, cells.mapped_per_source,
         )
+        mean, sd = cells.gene_moments()
+        self.genespace, self.counts_layer, self.mapped_per_source = genespace, counts_layer, cells.mapped_per_source
+        module = self.module = GeneEmbeddingAE(
+            len(genespace), config.n_embed, config.hidden,
+            gene_mean=torch.from_numpy(mean), gene_sd=torch.from_numpy(sd),
+        )
+        plan = TrainingPlan(
+            module, config, loss=lambda batch: module.loss(batch["x"], batch["observed"], config.mask_fraction)
+        )
+        parts = split_indices(
+            len(cells), {"val": config.val_fraction}, seed=config.seed, min_items=MIN_CELLS_TO_VALIDATE - 1
+        )
+        generator = torch.Generator().manual_seed(config.seed)
+
+        def loader(rows: np.ndarray, shuffle: bool) -> torch.utils.data.DataLoader:
+            return torch.utils.data.DataLoader(
+                torch.utils.data.Subset(cells, rows), batch_size=config.batch_size, shuffle=shuffle,
+                collate_fn=collate_batch, generator=generator if shuffle else None,
+            )
+
+        has_val = parts["val"].size > 0
+        self.fit_plan(
+            plan, loader(parts["train"], True), loader(parts["val"], False) if has_val else None,
+            out_dir=out_dir, monitor="val_loss" if has_val else "train_loss",
+        )
+        return self
+
+    # ----------------------------------------------------------------- what fine-tuning reads
+    @property
+    def embeddings(self) -> np.ndarray:
+        """``(n_genes, n_embed)`` float32, rows in gene-space order."""
+        self.require_trained()
+        return self.module.gene_embedding.detach().cpu().numpy().astype(np.float32)
+
+    def predict(self) -> pd.DataFrame:
+        """The gene embeddings as a table (genes of the space x embedding dimensions)."""
+        return pd.DataFrame(self.embeddings, index=list(self.genespace.names))
 
     def require_space(self, space: GeneSpace) -> None:
         """Refuse fine-tuning in any other gene space (a different order counts)."""
@@ -76,18 +137,68 @@ class PretrainedGenes:
                 f"{len(self.genespace)} genes): the pretrained gene embeddings would point at the "
                 "wrong genes. Fine-tune with the same --genes folder that pretraining used."
             )
-        logger.info(
-            "fine-tuning uses the pretraining gene indices: %d genes, digest %s",
-            len(space), space.digest,
+        logger.info("fine-tuning uses the pretraining gene indices: %d genes, digest %s", len(space), space.digest)
+
+    @classmethod
+    def from_embeddings(
+        cls,
+        genespace: GeneSpace,
+        embeddings: np.ndarray,
+        config: PretrainConfig | None = None,
+        mapped_per_source: Mapping[str, int] | None = None,
+    ) -> PretrainedGenes:
+        """Gene embeddings made elsewhere (one row per gene of ``genespace``, in its order), to
+        fine-tune from or to save in this folder format."""
+        if embeddings.shape[0] != len(genespace):
+            raise InputError(
+                f"{embeddings.shape[0]} embedding rows for a gene space of {len(genespace)} genes; "
+                "pass one row per gene, in gene-space order."
+            )
+        config = (config or PretrainConfig()).model_copy(update={"n_embed": int(embeddings.shape[1])})
+        model = cls(config)
+        model.genespace = genespace
+        model.mapped_per_source = dict(mapped_per_source or {})
+        # The encoder is never used downstream; seeded so that the same table gives the same folder.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            model.module = GeneEmbeddingAE(len(genespace), config.n_embed, config.hidden)
+        with torch.no_grad():
+            model.module.gene_embedding.copy_(torch.as_tensor(embeddings, dtype=torch.float32))
+        model.module.eval()
+        return model
+
+    # ----------------------------------------------------------------- the model folder
+    def setup_dict(self) -> dict:
+        return {
+            "genespace_digest": self.genespace.digest,
+            "counts_layer": self.counts_layer,
+            "mapped_per_source": self.mapped_per_source,
+            "n_embed": int(self.module.gene_embedding.shape[1]),
+        }
+
+    def restore(self, files: ModelFiles) -> None:
+        space = require_digest(files)
+        self.counts_layer = files.setup["counts_layer"]
+        self.mapped_per_source = files.setup["mapped_per_source"]
+        self.module = GeneEmbeddingAE(len(space), files.setup["n_embed"], self.config.hidden)
+        self.module.load_state_dict(files.weights)
+
+    @classmethod
+    def read_legacy(cls, path: Path) -> ModelFiles:
+        """A cellsmith 0.1 pretraining folder (``gene_embeddings.npy``, ``pretrain_info.json``):
+        its embeddings load (NumPy, no pickle); ``save`` writes it in the current format."""
+        info, space = read_legacy_info(path, "pretrain_info.json", cls.command)
+        embeddings = np.load(path / "gene_embeddings.npy", allow_pickle=False)
+        legacy = cls.from_embeddings(
+            space, embeddings, PretrainConfig.from_yaml(path / "config.yaml"), info["mapped_per_source"]
+        )
+        return ModelFiles(
+            path=path, config=legacy.config, setup=legacy.setup_dict(), weights=legacy.module.state_dict(),
+            genespace=space,
         )
 
 
-def _split_rows(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    order = np.random.default_rng(seed).permutation(n)
-    n_val = int(round(val_fraction * n)) if n >= 20 else 0
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
-
-
+@deprecated("cellsmith.perturbation.pretrain() is deprecated; use PretrainedGenes(config).train(datasets, genespace=...).")
 def pretrain(
     datasets: Mapping[str, ad.AnnData],
     genespace: GeneSpace,
@@ -96,58 +207,5 @@ def pretrain(
     work_dir: str | Path,
     counts_layer: str | None = None,
 ) -> PretrainedGenes:
-    """Learn one embedding per gene of ``genespace`` from unperturbed raw-count cells.
-
-    Parameters
-    ----------
-    datasets
-        ``{name: AnnData of raw counts}``; genes are matched by name (``var_names``).
-    genespace
-        The gene space (from :func:`cellsmith.data.cross_dataset_hvg`).
-    config
-        Options (defaults when None).
-    work_dir
-        Folder for checkpoints and the metrics log.
-    counts_layer
-        Layer with raw counts (X when None).
-    """
-    config = config or PretrainConfig()
-    if not datasets:
-        raise InputError("pretraining needs at least one dataset; got none.")
-    seed_everything(config.seed)
-    with torch_threads(config.num_threads):
-        sources = [(name, require_counts(a, layer=counts_layer), list(a.var_names)) for name, a in datasets.items()]
-        cells = RemappedCells(sources, genespace, cache=config.cache)
-        if len(cells) < 2:
-            raise InputError(f"pretraining needs at least 2 cells; the datasets hold {len(cells)}.")
-        logger.info(
-            "pretraining on %d cells in %d genes (digest %s); mapped per source: %s",
-            len(cells), len(genespace), genespace.digest, cells.mapped_per_source,
-        )
-        mean, sd = cells.gene_moments()
-        module = GeneEmbeddingAE(
-            len(genespace), config.n_embed, config.hidden,
-            gene_mean=torch.from_numpy(mean), gene_sd=torch.from_numpy(sd),
-        )
-        plan = LossPlan(
-            module, lambda batch: module.loss(batch["x"], batch["observed"], config.mask_fraction),
-            learning_rate=config.learning_rate,
-        )
-        train_rows, val_rows = _split_rows(len(cells), config.val_fraction, config.seed)
-
-        def loader(rows: np.ndarray, shuffle: bool) -> torch.utils.data.DataLoader:
-            subset = torch.utils.data.Subset(cells, rows)
-            return torch.utils.data.DataLoader(subset, batch_size=config.batch_size, shuffle=shuffle, collate_fn=collate_batch)
-
-        has_val = val_rows.size > 0
-        trainer = make_trainer(
-            work_dir,
-            max_epochs=config.max_epochs,
-            monitor="val_loss" if has_val else "train_loss",
-            patience=config.patience,
-            progress_bar=config.progress_bar,
-        )
-        trainer.fit(plan, loader(train_rows, True), loader(val_rows, False) if has_val else None)
-        load_best_weights(trainer, plan)
-        embeddings = module.gene_embedding.detach().numpy().astype(np.float32)
-        return PretrainedGenes(genespace, embeddings, config, cells.mapped_per_source)
+    """cellsmith 0.1 entry point: :meth:`PretrainedGenes.train` with checkpoints under ``work_dir``."""
+    return PretrainedGenes(config).train(datasets, genespace=genespace, counts_layer=counts_layer, out_dir=work_dir)

@@ -10,21 +10,15 @@ which is what fine-tuning uses to predict the response to an unseen target.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from cellsmith.nn import mlp
+from cellsmith.data.normalize import standardize
+from cellsmith.nn import LossOutput, mlp
 
-
-@dataclass
-class PretrainLoss:
-    """Named loss terms (``loss`` is optimised)."""
-
-    loss: torch.Tensor
-    masked_mse: torch.Tensor
-    visible_mse: torch.Tensor
+#: Weight of the visible genes' reconstruction error beside the hidden genes'.
+VISIBLE_WEIGHT = 0.1
 
 
 class GeneEmbeddingAE(nn.Module):
@@ -48,20 +42,24 @@ class GeneEmbeddingAE(nn.Module):
 
     def forward(self, x: torch.Tensor, visible: torch.Tensor) -> dict[str, torch.Tensor]:
         """x (B, G) log1p(CP10k); visible (B, G) bool -> standardised reconstruction (B, G)."""
-        z = (x - self.gene_mean) / self.gene_sd * visible  # (B, G), hidden genes read as 0
+        standardized = standardize(x, self.gene_mean, self.gene_sd)
+        z = standardized * visible  # (B, G), hidden genes read as 0
         n_visible = visible.sum(-1, keepdim=True).clamp_min(1.0)
         pooled = z @ self.gene_embedding / n_visible.sqrt()  # (B, E)
         code = self.encoder(pooled)  # (B, E)
         recon = code @ self.gene_embedding.T + self.gene_bias  # (B, G)
-        return {"recon": recon, "standardized": (x - self.gene_mean) / self.gene_sd}
+        return {"recon": recon, "standardized": standardized}
 
-    def loss(self, x: torch.Tensor, observed: torch.Tensor, mask_fraction: float) -> PretrainLoss:
-        """MSE on the hidden (and, with weight 0.1, the visible) measured genes; genes a
-        source does not measure are in neither."""
+    def loss(self, x: torch.Tensor, observed: torch.Tensor, mask_fraction: float) -> LossOutput:
+        """MSE on the hidden (and, with weight :data:`VISIBLE_WEIGHT`, the visible) measured
+        genes; genes a source does not measure are in neither. Terms: ``masked_mse``,
+        ``visible_mse`` (unweighted)."""
         hidden = (torch.rand_like(x) < mask_fraction) & observed
         visible = observed & ~hidden
         out = self.forward(x, visible.float())
         err = (out["recon"] - out["standardized"]).pow(2)
         masked_mse = (err * hidden).sum() / hidden.sum().clamp_min(1)
         visible_mse = (err * visible).sum() / visible.sum().clamp_min(1)
-        return PretrainLoss(masked_mse + 0.1 * visible_mse, masked_mse, visible_mse)
+        return LossOutput(
+            masked_mse + VISIBLE_WEIGHT * visible_mse, {"masked_mse": masked_mse, "visible_mse": visible_mse}
+        )

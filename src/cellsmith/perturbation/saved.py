@@ -1,4 +1,5 @@
-"""Saved folders of both phases: an info JSON beside ``genespace.json``, checked on load."""
+"""What both phases check in their model folders: the gene-space digest of the weights, and the
+layout of cellsmith 0.1 folders (an info JSON beside ``genespace.json``)."""
 
 from __future__ import annotations
 
@@ -7,25 +8,36 @@ from pathlib import Path
 from typing import Any
 
 from cellsmith.data import GeneSpace
-from cellsmith.errors import GeneSpaceError, InputError
+from cellsmith.errors import GeneSpaceError, ModelDirectoryError
+from cellsmith.nn.saving import ModelFiles
 
 
-def write_info(directory: Path, filename: str, genespace: GeneSpace, info: dict[str, Any]) -> None:
-    """Write ``genespace.json`` and ``filename`` (``info`` plus the gene-space digest)."""
-    genespace.write(directory / "genespace.json")
-    (directory / filename).write_text(json.dumps({"genespace_digest": genespace.digest, **info}, indent=2))
+def require_digest(files: ModelFiles) -> GeneSpace:
+    """The gene space of a read folder, refused when it is not the one the weights were trained
+    in (``setup["genespace_digest"]``): the folder was edited."""
+    space = files.genespace
+    if space is None:
+        raise ModelDirectoryError(f"{files.path} has no genespace.json; save or train the model again.")
+    _same_digest(files.path, space, files.setup["genespace_digest"])
+    return space
 
 
-def read_info(directory: str | Path, filename: str, command: str) -> tuple[dict[str, Any], GeneSpace]:
-    """Read what :func:`write_info` wrote; errors name the folder and the command that writes it."""
-    directory = Path(directory)
-    if not (directory / filename).is_file():
-        raise InputError(f"{directory} has no {filename}; pass the --out folder of `{command}`.")
+def read_legacy_info(directory: Path, filename: str, command: str) -> tuple[dict[str, Any], GeneSpace]:
+    """The info JSON and gene space of a cellsmith 0.1 folder (digest checked)."""
+    if not (directory / filename).is_file() or not (directory / "genespace.json").is_file():
+        raise ModelDirectoryError(
+            f"{directory} has neither cellsmith_model.json nor the {filename} of cellsmith 0.1; pass "
+            f"the --out folder of `{command}`."
+        )
     info = json.loads((directory / filename).read_text())
     space = GeneSpace.read(directory / "genespace.json")
-    if space.digest != info["genespace_digest"]:
+    _same_digest(directory, space, info["genespace_digest"])
+    return info, space
+
+
+def _same_digest(directory: Path, space: GeneSpace, trained: str) -> None:
+    if space.digest != trained:
         raise GeneSpaceError(
             f"{directory}: genespace.json has digest {space.digest} but the weights were trained on "
-            f"{info['genespace_digest']}; the folder was edited."
+            f"{trained}; the folder was edited."
         )
-    return info, space

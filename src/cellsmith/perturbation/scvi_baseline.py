@@ -23,7 +23,7 @@ SCVI_DIR = "scvi_baseline"
 
 def train_scvi_baseline(
     cells: ad.AnnData, out_dir: Path, *, perturbation_key: str, control_label: str,
-    context_key: str | None, max_epochs: int, seed: int,
+    context_key: str | None, max_epochs: int, seed: int, counts_layer: str | None = None,
 ) -> None:
     """Train :class:`~cellsmith.scvi.ConditionalSCVI` on ``cells`` and save it in ``out_dir/scvi_baseline``."""
     from cellsmith.scvi import ConditionalSCVI, SCVIConfig
@@ -32,7 +32,7 @@ def train_scvi_baseline(
     model = ConditionalSCVI(SCVIConfig(max_epochs=max_epochs, seed=seed, progress_bar=False))
     model.train(
         cells, batch_key=context_key, perturbation_key=perturbation_key, control_label=control_label,
-        out_dir=out_dir / "scvi_training",
+        counts_layer=counts_layer, out_dir=out_dir / "scvi_training",
     )
     model.save(out_dir / SCVI_DIR)
 
@@ -69,7 +69,7 @@ def scvi_prediction(
         picked = rng.choice(controls.n_obs, at.size)  # with replacement: names made unique below
         source = ad.AnnData(
             X=controls.X[picked], obs=controls.obs.iloc[picked].set_axis([f"control{i}" for i in range(at.size)]),
-            var=controls.var,
+            var=controls.var, layers={name: layer[picked] for name, layer in controls.layers.items()},
         )
         # Sampled counts, not the predicted means: log1p of a mean is not the mean of log1p of
         # sparse counts, and the real cells are counts.

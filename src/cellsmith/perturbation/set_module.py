@@ -12,12 +12,11 @@ predicted and real perturbed sets, plus an MSE on their means.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from cellsmith.nn import mlp
+from cellsmith.nn import LossOutput, mlp
 
 
 def energy_distance(x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -34,15 +33,6 @@ def energy_distance(x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | No
         return (sq.clamp_min(0.0) + 1e-8).sqrt().mean((-1, -2))  # (B,)
 
     return 2 * mean_dist(x, y) - mean_dist(x, x) - mean_dist(y, y)
-
-
-@dataclass
-class SetLoss:
-    """Named loss terms (``loss`` is optimised)."""
-
-    loss: torch.Tensor
-    energy: torch.Tensor
-    mean_mse: torch.Tensor
 
 
 class ControlSetResponse(nn.Module):
@@ -92,12 +82,13 @@ class ControlSetResponse(nn.Module):
     def loss(
         self, controls: torch.Tensor, perturbed: torch.Tensor, target: torch.Tensor,
         observed: torch.Tensor, mean_weight: float,
-    ) -> SetLoss:
-        """Energy distance + ``mean_weight`` x squared error of set means, over measured genes only."""
+    ) -> LossOutput:
+        """Energy distance + ``mean_weight`` x squared error of set means, over measured genes
+        only. Terms: ``energy``, ``mean_mse`` (unweighted)."""
         predicted = self.forward(controls, target)
         weights = observed.to(predicted)
         energy = energy_distance(predicted, perturbed, weights).mean()
         # Summed over genes like the squared distances inside the energy term, so that the two
         # terms are on one scale whatever the number of genes.
         mean_mse = ((predicted.mean(1) - perturbed.mean(1)).pow(2) * weights).sum(-1).mean()
-        return SetLoss(energy + mean_weight * mean_mse, energy, mean_mse)
+        return LossOutput(energy + mean_weight * mean_mse, {"energy": energy, "mean_mse": mean_mse})

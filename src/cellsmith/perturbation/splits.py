@@ -15,6 +15,7 @@ from typing import Literal
 
 import numpy as np
 
+from cellsmith.data.splits import split_indices
 from cellsmith.errors import InputError
 from cellsmith.perturbation.screen import Screen
 
@@ -49,17 +50,15 @@ class Split:
         }
 
 
-def _take(rows: np.ndarray, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Shuffle ``rows`` and cut off ``fraction`` of them (at least one when possible)."""
-    rows = rng.permutation(rows)
-    n = min(len(rows) - 1, max(1, int(round(fraction * len(rows))))) if len(rows) > 1 else 0
-    return rows[n:], rows[:n]
-
-
 def split_screen(
     screen: Screen, *, mode: str, seed: int = 0, test_fraction: float = 0.2, val_fraction: float = 0.1
 ) -> Split:
-    """Split a screen; the same seed gives the same split.
+    """Split a screen through :func:`cellsmith.data.splits.split_indices`; the same seed gives
+    the same split.
+
+    Targets held out (``heldout-perturbations``) give all their cells to the test part. The
+    cells of every other label (controls included) are split per label: ``test_fraction`` of
+    them are test cells and ``val_fraction`` of the rest are validation cells.
 
     Raises
     ------
@@ -68,29 +67,28 @@ def split_screen(
     """
     if mode not in SPLIT_MODES:
         raise InputError(f"unknown split '{mode}'; use one of {', '.join(SPLIT_MODES)}.")
-    rng = np.random.default_rng(seed)
-    targets = screen.targets
+    targets = np.array(screen.targets, dtype=object)
     if mode == "heldout-perturbations":
         if len(targets) < 2:
             raise InputError(
                 f"held-out perturbations need at least 2 perturbations; the screen has {len(targets)}."
             )
-        train_targets, test_targets = (sorted(t) for t in _take(np.array(targets), test_fraction, rng))
+        by_target = split_indices(len(targets), {"test": test_fraction}, seed=seed)
+        train_targets, test_targets = sorted(targets[by_target["train"]]), sorted(targets[by_target["test"]])
     else:
         train_targets, test_targets = list(targets), list(targets)
-    train, val, test = [], [], []
-    for label in [screen.control_label, *targets]:
-        rows = screen.rows(label)
-        if label in test_targets and label not in train_targets:
-            test.append(rows)
-            continue
-        rest, held = _take(rows, test_fraction, rng)
-        fit, check = _take(rest, val_fraction, rng) if val_fraction > 0 else (rest, rest[:0])
-        train.append(fit)
-        val.append(check)
-        test.append(held)
+    unseen = np.isin(screen.labels, sorted(set(test_targets) - set(train_targets)))
+    seen = np.flatnonzero(~unseen)
+    # val_fraction is a share of what the test cut leaves, as a share of all cells of a label.
+    by_cell = split_indices(
+        seen.size, {"test": test_fraction, "val": val_fraction * (1.0 - test_fraction)},
+        seed=seed, groups=screen.labels[seen],
+    )
 
-    def names(parts: list[np.ndarray]) -> list[str]:
-        return sorted(screen.obs_names[np.concatenate(parts)].tolist())
+    def names(rows: np.ndarray) -> list[str]:
+        return sorted(screen.obs_names[rows].tolist())
 
-    return Split(mode, seed, list(train_targets), list(test_targets), names(train), names(val), names(test))
+    return Split(
+        mode, seed, list(train_targets), list(test_targets), names(seen[by_cell["train"]]),
+        names(seen[by_cell["val"]]), names(np.concatenate([seen[by_cell["test"]], np.flatnonzero(unseen)])),
+    )

@@ -7,11 +7,14 @@ atomically (nothing is left behind when it fails).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import anndata as ad
 import numpy as np
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 
 from cellsmith._logging import logger
 from cellsmith.data import GeneSpace, HVGSelection
@@ -26,10 +29,9 @@ from cellsmith.perturbation.evaluate import (
     write_evaluation,
 )
 from cellsmith.perturbation.model import PerturbationModel
-from cellsmith.perturbation.pretrain import PretrainedGenes, pretrain
+from cellsmith.perturbation.pretrain import PretrainedGenes
 from cellsmith.perturbation.scvi_baseline import scvi_prediction, train_scvi_baseline
-from cellsmith.perturbation.screen import prepare_screen
-from cellsmith.perturbation.splits import Split, split_screen
+from cellsmith.perturbation.splits import Split
 from cellsmith.report import atomic_output_dir, write_atomic
 
 HELDOUT_REAL = "heldout_real.h5ad"
@@ -47,12 +49,30 @@ def read_genespace(genes_dir: str | Path) -> GeneSpace:
     return space
 
 
+def is_main_process() -> bool:
+    """False in the extra processes that Lightning starts for a multi-device run (``--devices 2``)."""
+    return rank_zero_only.rank == 0
+
+
+@contextmanager
+def output_dir(path: str | Path) -> Iterator[Path]:
+    """:func:`~cellsmith.report.atomic_output_dir` in the main process; a scratch folder in the
+    extra processes of a multi-device run, which must not write ``path``."""
+    if is_main_process():
+        with atomic_output_dir(path) as tmp:
+            yield tmp
+    else:
+        with tempfile.TemporaryDirectory(prefix="cellsmith_rank_") as scratch:
+            yield Path(scratch)
+
+
 def run_pretrain(
-    datasets: Mapping[str, ad.AnnData], genespace: GeneSpace, out_dir: str | Path, *, config: PretrainConfig
+    datasets: Mapping[str, ad.AnnData], genespace: GeneSpace, out_dir: str | Path, *, config: PretrainConfig,
+    counts_layer: str | None = None,
 ) -> PretrainedGenes:
-    """Pretrain gene embeddings and write ``out_dir`` (embeddings, gene space, config, logs)."""
-    with atomic_output_dir(out_dir) as tmp:
-        result = pretrain(datasets, genespace, config=config, work_dir=tmp)
+    """Pretrain gene embeddings and write ``out_dir`` (the model folder, checkpoints and logs)."""
+    with output_dir(out_dir) as tmp:
+        result = PretrainedGenes(config).train(datasets, genespace=genespace, counts_layer=counts_layer, out_dir=tmp)
         result.save(tmp)
     return result
 
@@ -67,31 +87,25 @@ def run_finetune(
     split: str = "heldout-perturbations",
     perturbation_key: str = "target_gene",
     control_label: str = "non-targeting",
+    counts_layer: str | None = None,
 ) -> tuple[PerturbationModel, Split]:
     """Fine-tune on a screen and write the model folder.
 
-    ``out_dir`` holds the model (``model.pt``, ``config.yaml``, ``genespace.json``,
-    ``model_info.json``), ``baselines.npz``, ``split.json``, ``heldout_real.h5ad`` (raw counts of
-    the test cells) and ``heldout_controls.h5ad`` (the test control cells, inputs of ``predict``).
+    ``out_dir`` holds the model (``weights.safetensors``, ``config.yaml``, ``genespace.json``,
+    ``setup.json``, ``cellsmith_model.json``), ``baselines.npz``, ``split.json``,
+    ``heldout_real.h5ad`` (raw counts of the test cells) and ``heldout_controls.h5ad`` (the test
+    control cells, inputs of ``predict``).
     """
-    model = PerturbationModel.create(
-        genespace, config, pretrained=pretrained, perturbation_key=perturbation_key, control_label=control_label
-    )
-    if screen_data.obs_names.duplicated().any():
-        raise InputError("cell names (obs_names) of the screen are not unique; run adata.obs_names_make_unique().")
-    screen = prepare_screen(
-        screen_data, genespace, perturbation_key=perturbation_key, control_label=control_label,
-        context_key=config.context_key, missing_targets=config.missing_targets, min_cells=config.min_cells,
-    )
-    parts = split_screen(
-        screen, mode=split, seed=config.seed, test_fraction=config.test_fraction, val_fraction=config.val_fraction
-    )
-    masks = parts.masks(screen.obs_names)
-    with atomic_output_dir(out_dir) as tmp:
-        model.train(screen, parts, work_dir=tmp)
+    with output_dir(out_dir) as tmp:
+        model = PerturbationModel(config).train(
+            screen_data, genespace=genespace, pretrained=pretrained, perturbation_key=perturbation_key,
+            control_label=control_label, counts_layer=counts_layer, split=split, out_dir=tmp,
+        )
+        screen, parts = model.screen, model.split
+        train = parts.masks(screen.obs_names)["train"]
         model.save(tmp)
         Baselines.fit(
-            screen.x[masks["train"]], screen.labels[masks["train"]], control_label=control_label,
+            screen.x[train], screen.labels[train], control_label=control_label,
             genespace=genespace, n_components=config.linear_components, ridge=config.linear_ridge,
         ).save(tmp / "baselines.npz")
         parts.write(tmp / "split.json")
@@ -101,22 +115,26 @@ def run_finetune(
                 screen_data[np.asarray(parts.train_cells + parts.val_cells)].copy(), tmp,
                 perturbation_key=perturbation_key, control_label=control_label,
                 context_key=config.context_key, max_epochs=config.scvi_max_epochs, seed=config.seed,
+                counts_layer=counts_layer,
             )
         test = screen_data[np.asarray(parts.test_cells)].copy()
         test.write_h5ad(tmp / HELDOUT_REAL)
         labels = test.obs[perturbation_key].astype(str).to_numpy()
         test[labels == control_label].write_h5ad(tmp / HELDOUT_CONTROLS)
-    logger.info("model written to %s; test targets: %s", out_dir, ", ".join(parts.test_targets))
+    if is_main_process():
+        logger.info("model written to %s; test targets: %s", out_dir, ", ".join(parts.test_targets))
     return model, parts
 
 
 def run_predict(
     model_dir: str | Path, controls: ad.AnnData, targets: Sequence[str], out: str | Path, *,
-    cells_per_target: int = 100, seed: int = 0,
+    cells_per_target: int = 100, seed: int = 0, counts_layer: str | None = None,
 ) -> ad.AnnData:
-    """Predict and write ``out`` (h5ad in cell-eval's format; the model folder in its uns)."""
+    """Predict and write ``out`` (h5ad in cell-eval's format; the model folder in its uns).
+
+    ``counts_layer`` overrides the layer the model was trained from (``"X"``: X)."""
     model = PerturbationModel.load(model_dir)
-    pred = model.predict(controls, targets, cells_per_target=cells_per_target, seed=seed)
+    pred = model.predict(controls, targets, cells_per_target=cells_per_target, seed=seed, counts_layer=counts_layer)
     pred.uns["cellsmith"]["perturbation"]["model_dir"] = str(Path(model_dir).resolve())
     write_atomic(out, lambda tmp: pred.write_h5ad(tmp))
     return pred
@@ -124,16 +142,24 @@ def run_predict(
 
 def run_evaluate(
     pred: ad.AnnData, real: ad.AnnData, out_dir: str | Path, *, baselines_from: str | Path | None = None,
-    num_threads: int = 1, seed: int = 0,
+    num_threads: int = 1, seed: int = 0, perturbation_key: str | None = None, counts_layer: str | None = None,
 ) -> Evaluation:
     """Score ``pred`` (and, with ``baselines_from`` = a model folder, its baselines) against raw-count
-    ``real``; write ``per_perturbation.csv``, ``summary.csv``, ``mean_shift.png``, ``report.html``."""
+    ``real``; write ``per_perturbation.csv``, ``summary.csv``, ``mean_shift.png``, ``report.html``.
+
+    The label key, control label and counts layer are those the prediction records in
+    ``uns["cellsmith"]["perturbation"]`` (written by :func:`run_predict`); ``perturbation_key``
+    and ``counts_layer`` override them."""
     info = pred.uns.get("cellsmith", {}).get("perturbation", {})
-    key = "target_gene"
+    key = perturbation_key or info.get("perturbation_key", "target_gene")
+    layer = counts_layer if counts_layer is not None else info.get("counts_layer")
     control_label = info.get("control_label", "non-targeting")
     if key not in pred.obs:
-        raise InputError(f"the prediction has no obs column '{key}'; pass the output of `cellsmith perturb predict`.")
-    truth = real_in_prediction_space(real, pred, perturbation_key=key, control_label=control_label)
+        raise InputError(
+            f"the prediction has no obs column '{key}'; pass the output of `cellsmith perturb predict` "
+            "(or --perturbation-key with its label column)."
+        )
+    truth = real_in_prediction_space(real, pred, perturbation_key=key, control_label=control_label, counts_layer=layer)
     predictions = {"model": pred}
     if baselines_from is not None:
         path = Path(baselines_from) / "baselines.npz"
