@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from cellsmith.cli_options import ACCELERATOR, DEVICES, MAX_EPOCHS, MAX_STEPS, PRECISION
 app = typer.Typer(help="Bulk deconvolution: HP-VADE with an NNLS baseline.", no_args_is_help=True)
 out = Console(soft_wrap=True)
 
@@ -21,18 +22,16 @@ def train(
         None, "--genes-from", help="A bulk file (.h5ad/.csv/.tsv): train only on the genes it has."
     ),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML with DeconvolutionConfig options."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Override the config's seed (default 0)."),
     out_dir: Path = typer.Option(..., "--out", help="Model directory to write."),
     progress: Optional[bool] = typer.Option(
         None, "--progress/--no-progress", help="Show the progress bar (default: the config's progress_bar)."
     ),
-    max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="Upper bound on epochs (config: 80)."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Upper bound on optimiser steps (-1: none)."),
-    accelerator: Optional[str] = typer.Option(
-        None, "--accelerator", help="auto (a GPU when one is visible), cpu, gpu or mps."
-    ),
-    devices: Optional[str] = typer.Option(None, "--devices", help="Number of devices, or 'auto'."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="32, bf16-mixed or 16-mixed (GPU)."),
+    max_epochs: Optional[int] = MAX_EPOCHS,
+    max_steps: Optional[int] = MAX_STEPS,
+    accelerator: Optional[str] = ACCELERATOR,
+    devices: Optional[str] = DEVICES,
+    precision: Optional[str] = PRECISION,
 ) -> None:
     """Train HP-VADE on pseudo-bulks of a labelled reference; write the model directory.
 

@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from cellsmith.cli_options import ACCELERATOR, DEVICES, MAX_EPOCHS, MAX_STEPS, PRECISION
 from cellsmith.errors import InputError
 
 out = Console(soft_wrap=True)
@@ -16,11 +17,6 @@ app = typer.Typer(help="Perturbation response: pretrain, fine-tune, predict, eva
 
 # Options shared by the two training commands; they override the --config file.
 COUNTS_LAYER = typer.Option(None, "--counts-layer", help="Layer with raw counts (default X).")
-MAX_EPOCHS = typer.Option(None, "--max-epochs", help="Override the config's max_epochs.")
-MAX_STEPS = typer.Option(None, "--max-steps", help="Override the config's max_steps (-1: no limit).")
-ACCELERATOR = typer.Option(None, "--accelerator", help="auto (default: a GPU when one is visible), cpu, gpu or mps.")
-DEVICES = typer.Option(None, "--devices", help="N or auto; more than 1 trains with DDP.")
-PRECISION = typer.Option(None, "--precision", help="32 (default), bf16-mixed or 16-mixed (GPU).")
 
 
 def _dataset_names(paths: list[Path]) -> list[str]:

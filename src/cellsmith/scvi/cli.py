@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from cellsmith.cli_options import ACCELERATOR, DEVICES, MAX_EPOCHS, MAX_STEPS, PRECISION
 from cellsmith.errors import InputError
 
 app = typer.Typer(help="Conditional scVI: train, reconstruct, counterfactual predict.", no_args_is_help=True)
@@ -38,11 +39,11 @@ def train(
     likelihood: Optional[str] = typer.Option(None, "--likelihood", help="zinb (default) or nb."),
     no_zero_penalty: bool = typer.Option(False, "--no-zero-penalty", help="Switch off the always-zero gene treatment (the penalty and the -10 output-bias start), for the ablation."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML of SCVIConfig options."),
-    max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="Override the config's max_epochs."),
-    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Override the config's max_steps (-1: no limit)."),
-    accelerator: Optional[str] = typer.Option(None, "--accelerator", help="auto (default: a GPU when one is visible), cpu, gpu or mps."),
-    devices: Optional[str] = typer.Option(None, "--devices", help="Devices to train on (N or auto); more than 1 trains with DDP."),
-    precision: Optional[str] = typer.Option(None, "--precision", help="32 (default), bf16-mixed or 16-mixed (GPU)."),
+    max_epochs: Optional[int] = MAX_EPOCHS,
+    max_steps: Optional[int] = MAX_STEPS,
+    accelerator: Optional[str] = ACCELERATOR,
+    devices: Optional[str] = DEVICES,
+    precision: Optional[str] = PRECISION,
     seed: Optional[int] = typer.Option(None, "--seed", help="Override the config's seed (default 0)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from MODEL_DIR/training/checkpoints/last.ckpt."),
 ) -> None:
