@@ -134,3 +134,38 @@ def test_every_model_follows_one_api(data, name, tmp_path):
         check=True, capture_output=True, timeout=300,
     )
     np.testing.assert_array_equal(np.load(out), first)
+
+
+class _Payload:
+    """Unpickling this creates a file: the code a malicious model folder would run."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+@pytest.mark.parametrize("weights_file", ["weights.safetensors", "model.pt"])
+def test_a_model_folder_whose_weights_are_a_pickle_is_refused_with_exit_2(data, tmp_path, weights_file):
+    """The current format (safetensors replaced by a pickle) and a 0.1-style folder (model.pt)."""
+    import pickle
+
+    from cellsmith.scvi import ConditionalSCVI, SCVIConfig
+
+    config = SCVIConfig(max_epochs=1, n_latent=2, n_hidden=8, progress_bar=False, accelerator="cpu")
+    ConditionalSCVI(config).train(data["cells"], batch_key="donor_id").save(tmp_path / "model")
+    marker = tmp_path / "code_ran"
+    if weights_file == "model.pt":  # a folder without manifest is read the 0.1 way
+        (tmp_path / "model" / "cellsmith_model.json").unlink()
+        (tmp_path / "model" / "weights.safetensors").unlink()
+    (tmp_path / "model" / weights_file).write_bytes(pickle.dumps({"state_dict": _Payload(marker)}))
+    out = tmp_path / "pred.h5ad"
+    result = subprocess.run(
+        [sys.executable, "-m", "cellsmith.cli", "scvi", "predict", "--model", str(tmp_path / "model"),
+         "--data", str(data["folder"] / "cells.h5ad"), "--set", "donor_id=donor0", "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
+    assert not marker.exists() and not out.exists()

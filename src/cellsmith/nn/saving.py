@@ -21,6 +21,7 @@ import json
 import pickle
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -236,10 +237,14 @@ def load_legacy_state(path: Path) -> Any:
 
     allowed = [np.core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype("int64")), type(np.dtype("float64"))]
     try:
-        with torch.serialization.safe_globals(allowed):
+        with torch.serialization.safe_globals(allowed), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's notes on pickle protocols: the error says enough
             return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError) as err:
+        # Name what was refused; torch's own text suggests weights_only=False, the unsafe way.
+        found = [line.strip() for line in str(err).splitlines() if "Unsupported" in line]
         raise ModelDirectoryError(
-            f"{path} holds objects other than tensors and arrays, so it was refused without being "
-            f"read ({str(err).splitlines()[0][:200]}). Retrain the model with this cellsmith."
+            f"{path} holds objects other than tensors and arrays ({found[0] if found else 'not a torch file'}), "
+            "so it was refused without being read: unpickling it could run code. Retrain the model "
+            "with this cellsmith, or load the folder only if you wrote it yourself."
         ) from None
