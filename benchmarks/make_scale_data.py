@@ -16,11 +16,13 @@ Usage::
 
     python benchmarks/make_scale_data.py atlas --cells 1000000 --out benchmarks/out/atlas_1m.h5ad
     python benchmarks/make_scale_data.py screen --cells 300000 --out benchmarks/out/screen_300k.h5ad
+    python benchmarks/make_scale_data.py atlas --cells 500000 --genes 20000 --density 0.05 --out benchmarks/out/reference_500k.h5ad
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,10 +120,18 @@ def draw_block(design: Design, groups: np.ndarray, rng: np.random.Generator) -> 
     return matrix
 
 
-def write(kind: str, n_cells: int, out: Path, *, chunk: int = 50_000, seed: int = 0) -> dict:
+def write(
+    kind: str, n_cells: int, out: Path, *, n_genes: int | None = None, density: float | None = None,
+    chunk: int = 50_000, seed: int = 0,
+) -> dict:
     """Write the file; return its size and timing."""
     rng = np.random.default_rng(seed)
-    design = atlas_design(rng) if kind == "atlas" else screen_design(rng)
+    if kind == "atlas":
+        design = atlas_design(rng, n_genes=n_genes or 2000)
+    else:
+        design = screen_design(rng, n_genes=n_genes or 18000)
+    if density is not None:
+        design = dataclasses.replace(design, density=density)
     n_groups = design.group_names.size
     if kind == "screen":  # one cell in ten is a control, the rest spread over the targets
         weights = np.full(n_groups, 0.9 / (n_groups - 1))
@@ -189,10 +199,12 @@ def main() -> None:
     parser.add_argument("kind", choices=["atlas", "screen"])
     parser.add_argument("--cells", type=int, required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--genes", type=int, help="genes (default: atlas 2,000, screen 18,000)")
+    parser.add_argument("--density", type=float, help="share of entries drawn non-zero (default: atlas ~10%%, screen 5%%)")
     parser.add_argument("--chunk", type=int, default=50_000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    info = write(args.kind, args.cells, args.out, chunk=args.chunk, seed=args.seed)
+    info = write(args.kind, args.cells, args.out, n_genes=args.genes, density=args.density, chunk=args.chunk, seed=args.seed)
     print(
         f"{info['kind']}: {info['cells']:,} x {info['genes']:,}, {info['nnz']:,} non-zeros "
         f"({100 * info['density']:.1f}%), {info['bytes'] / 2**30:.2f} GiB in {info['seconds']:.1f} s -> {args.out}"
