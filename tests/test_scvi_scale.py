@@ -93,14 +93,17 @@ def test_no_path_densifies_more_than_a_batch(files, monkeypatch, small_blocks):
         sp.csr_matrix(np.ones((400, 3))).toarray()
 
 
-def test_backed_perturbation_training_is_refused(files, tmp_path):
-    screen = simulate.singlecell(120, 30, cell_types=1, donors=1, perturbations=2, control_fraction=0.4, seed=1)
+def test_perturbation_mode_trains_in_memory_and_predicts_from_a_backed_file(tmp_path):
+    screen = simulate.singlecell(120, 30, cell_types=1, donors=2, perturbations=2, control_fraction=0.4, seed=1)
     screen.X = sp.csr_matrix(screen.X)
     screen.write_h5ad(tmp_path / "screen.h5ad")
+    keys = dict(perturbation_key="target_gene", control_label="non-targeting")
     with pytest.raises(InputError, match="drop --backed"):
-        ConditionalSCVI(SCVIConfig(**FAST)).train(
-            read_backed(tmp_path / "screen.h5ad"), perturbation_key="target_gene", control_label="non-targeting"
-        )
+        ConditionalSCVI(SCVIConfig(**FAST)).train(read_backed(tmp_path / "screen.h5ad"), **keys)
+    model = ConditionalSCVI(SCVIConfig(**{**FAST, "max_epochs": 1})).train(screen, **keys)
+    backed = read_backed(tmp_path / "screen.h5ad")
+    np.testing.assert_array_equal(model.matched_sources(backed), model.matched_sources(screen))
+    np.testing.assert_array_equal(model.reconstruct(backed)["mean"], model.reconstruct(screen)["mean"])
 
 
 def test_block_batches_are_full_cover_the_rows_and_shard_by_rank(files, small_blocks, monkeypatch):
