@@ -73,13 +73,13 @@ def load() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", type=Path, default=Path("/work/bench-data"), help="Holds atlas_<N>.h5ad (benchmarks/make_scale_data.py).")
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 200_000, 1_000_000], help="Cells of the atlas files to train on.")
-    parser.add_argument("--modes", nargs="+", default=["memory", "backed"], choices=["memory", "backed"])
+    parser.add_argument("--modes", nargs="+", default=["memory", "backed"], choices=["memory", "backed"], help="cellsmith runs at every size.")
     parser.add_argument("--peer-sizes", type=int, nargs="*", default=[1_000_000], help="Sizes also trained with scvi-tools (right after cellsmith in memory).")
     parser.add_argument("--peer-python", default="/tmp/venv-scvi/bin/python", help="Python of the scvi-tools venv (benchmarks/make_peer_venv.sh).")
-    parser.add_argument("--max-steps", type=int, default=300)
+    parser.add_argument("--max-steps", type=int, default=300, help="Training steps of every run.")
     parser.add_argument("--out", type=Path, help="Also write the markdown table here.")
     args = parser.parse_args()
 
