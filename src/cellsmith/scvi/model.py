@@ -27,12 +27,12 @@ import torch
 
 from cellsmith._logging import logger, seed_everything
 from cellsmith.data import GeneSpace, normalize
+from cellsmith.data.rows import BLOCK_ROWS
 from cellsmith.data.splits import split_indices
 from cellsmith.errors import CellsmithDeprecationWarning, ConfigError, InputError, ModelDirectoryError
 from cellsmith.nn import torch_threads
 from cellsmith.nn.base import CellsmithModel
 from cellsmith.nn.saving import ModelFiles, load_legacy_state
-from cellsmith.data.rows import BLOCK_ROWS
 from cellsmith.scvi.batches import FIXED_EPOCH, BlockBatches, ControlPairing, CountBatches, EpochBatches, epoch_rng
 from cellsmith.scvi.config import SCVIConfig
 from cellsmith.scvi.data import (
@@ -49,8 +49,6 @@ from cellsmith.scvi.module import ConditionalVAE
 from cellsmith.scvi.plan import SCVIPlan
 
 _EVAL_BATCH = 1024
-#: Outputs of the decoder pass that inference can collect.
-OUTPUTS = ("latent", "mean", "zero_probability", "zi_probability", "log_likelihood")
 #: Files of a model folder written by cellsmith 0.1 (no manifest; pickled ``model.pt``).
 _LEGACY_FILES = ("model.pt", "config.yaml", "setup.json", "genespace.json")
 
@@ -263,7 +261,8 @@ class ConditionalSCVI(CellsmithModel):
         outputs: Sequence[str],
         sources: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
-        """``outputs`` (names in :data:`OUTPUTS`) of every cell: encode ``sources`` (default: each
+        """``outputs`` of every cell (among ``latent``, ``mean``, ``zero_probability``,
+        ``zi_probability``, ``log_likelihood``): encode ``sources`` (default: each
         cell itself), decode under ``decoder_codes`` at each cell's library size; the latent is
         the posterior mean (deterministic). The counts are read in row blocks and densified one
         batch at a time, so memory holds one block and the outputs asked for."""
