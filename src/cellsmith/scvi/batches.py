@@ -1,9 +1,14 @@
-"""Mini-batches as index slices, and control/perturbed pairing, both functions of the seed.
+"""Mini-batches of count rows, and control/perturbed pairing, both functions of the seed.
 
-Training reads rows of in-memory tensors by index: no DataLoader workers and no per-item
-``__getitem__``, so the per-step overhead is a few tensor slices. The batch order of epoch
+In memory (:class:`EpochBatches` + :class:`CountBatches`), training gathers the CSR rows of each
+batch by index: no DataLoader workers and no per-item ``__getitem__``. The batch order of epoch
 ``e`` depends only on ``(seed, e)``, so a run resumed from a checkpoint replays exactly the
 batches an uninterrupted run would have seen.
+
+Backed (:class:`BlockBatches`), the rows come from
+:func:`~cellsmith.data.rows.shuffled_row_batches`: row blocks of the file in a seeded shuffled
+order, rows shuffled within a buffer of blocks, re-cut into full batches. Only one buffer is
+in memory; the batches differ from the in-memory ones by their order only.
 
 Under DDP (several processes) every process draws the same global batches and takes its own
 share of each, so the averaged gradient is that of the global batch, as in one process.
@@ -14,10 +19,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 import torch.distributed as dist
 
+from cellsmith.data.rows import CountRows, shuffled_row_batches
 from cellsmith.errors import InputError
+
+#: A batch as the training plan receives it: target and source cell indices, the targets' CSR
+#: count rows and the sources' (None when every cell is its own source).
+Batch = tuple[torch.Tensor, torch.Tensor, sp.csr_matrix, sp.csr_matrix | None]
 
 
 #: The pseudo-epoch of fixed (validation, evaluation) pairings.
@@ -133,3 +144,102 @@ class EpochBatches:
         for start in range(0, targets.size, self.batch_size):
             rows = shard(np.arange(start, min(start + self.batch_size, targets.size)), rank, world)
             yield torch.from_numpy(targets[rows]), torch.from_numpy(sources[rows])
+
+
+class CountBatches:
+    """The batches of an :class:`EpochBatches` with the CSR count rows of their cells (in memory).
+
+    Lightning sees this object as the data loader; ``sampler`` is the :class:`EpochBatches`, so
+    ``set_epoch`` reaches it.
+    """
+
+    batch_sampler = None
+
+    def __init__(self, batches: EpochBatches, counts: CountRows):
+        self.batches = batches
+        self.counts = counts
+
+    @property
+    def sampler(self) -> EpochBatches:
+        return self.batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[Batch]:
+        for targets, sources in self.batches:
+            same = torch.equal(targets, sources)
+            source_rows = None if same else self.counts.take(sources.numpy())
+            yield targets, sources, self.counts.take(targets.numpy()), source_rows
+
+
+class BlockBatches:
+    """Batches of the rows ``indices`` of a backed count matrix, read block by block.
+
+    Every cell is its own source (perturbation mode needs random control cells from the whole
+    data and is trained in memory). Each epoch yields ``ceil(len(indices) / batch_size)``
+    batches, as in memory: the shuffled row blocks are re-cut into full batches.
+    """
+
+    batch_sampler = None
+
+    def __init__(self, counts: CountRows, indices: np.ndarray, *, batch_size: int, seed: int, shuffle: bool = True):
+        self.counts = counts
+        self.indices = np.asarray(indices)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 0
+
+    @property
+    def sampler(self) -> BlockBatches:
+        return self
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-self.indices.size // self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        parts = shuffled_row_batches(
+            self.counts,
+            self.indices,
+            batch_size=self.batch_size,
+            seed=self.seed,
+            epoch=self.epoch if self.shuffle else FIXED_EPOCH,
+            shuffle=self.shuffle,
+        )
+        rank, world = process_rank()
+        for rows, counts in full_batches(parts, self.batch_size):
+            pick = shard(np.arange(rows.size), rank, world)
+            targets = torch.from_numpy(rows[pick])
+            yield targets, targets, counts[pick], None
+
+
+def full_batches(
+    parts: Iterator[tuple[np.ndarray, sp.csr_matrix]], batch_size: int
+) -> Iterator[tuple[np.ndarray, sp.csr_matrix]]:
+    """Re-cut ``(rows, counts)`` parts of any sizes into batches of ``batch_size`` rows (the last
+    one may be smaller), keeping their order."""
+    rows_held: list[np.ndarray] = []
+    counts_held: list[sp.csr_matrix] = []
+    held = 0
+    for rows, counts in parts:
+        while rows.size:
+            take = min(batch_size - held, rows.size)
+            rows_held.append(rows[:take])
+            counts_held.append(counts[:take])
+            held += take
+            rows, counts = rows[take:], counts[take:]
+            if held == batch_size:
+                yield _joined(rows_held, counts_held)
+                rows_held, counts_held, held = [], [], 0
+    if held:
+        yield _joined(rows_held, counts_held)
+
+
+def _joined(rows: list[np.ndarray], counts: list[sp.csr_matrix]) -> tuple[np.ndarray, sp.csr_matrix]:
+    if len(rows) == 1:
+        return rows[0], counts[0]
+    return np.concatenate(rows), sp.vstack(counts, format="csr")

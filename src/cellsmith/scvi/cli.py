@@ -11,8 +11,23 @@ from rich.console import Console
 from cellsmith.cli_options import ACCELERATOR, DEVICES, MAX_EPOCHS, MAX_STEPS, PRECISION
 from cellsmith.errors import InputError
 
+#: Read the h5ad block by block instead of loading it (data larger than memory).
+BACKED = typer.Option(
+    False,
+    "--backed",
+    help="Read the .h5ad from disk in row blocks instead of loading it (data larger than memory); "
+    "results equal in-memory ones up to the shuffling order.",
+)
+
 app = typer.Typer(help="Conditional scVI: train, reconstruct, counterfactual predict.", no_args_is_help=True)
 out = Console(soft_wrap=True)
+
+
+def _read(path: Path, backed: bool):
+    from cellsmith.data import read
+    from cellsmith.data.rows import read_backed
+
+    return read_backed(path) if backed else read(path)
 
 
 def _parse_set(values: list[str]) -> dict[str, str]:
@@ -46,15 +61,18 @@ def train(
     precision: Optional[str] = PRECISION,
     seed: Optional[int] = typer.Option(None, "--seed", help="Override the config's seed (default 0)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from MODEL_DIR/training/checkpoints/last.ckpt."),
+    backed: bool = BACKED,
 ) -> None:
     """Train a conditional scVI on raw counts.
 
-    With --devices N > 1 Lightning starts N - 1 more processes that run this same command; only
-    the first writes the model and prints.
+    The counts stay sparse in memory; with --backed only a buffer of row blocks is (shuffled row
+    blocks, rows shuffled within the buffer; perturbation mode needs the data in memory). With
+    --devices N > 1 Lightning starts N - 1 more processes that run this same command; only the
+    first writes the model and prints.
     """
     import matplotlib.pyplot as plt
+    import pandas as pd
 
-    from cellsmith.data import read
     from cellsmith.report import write_atomic
     from cellsmith.scvi import ConditionalSCVI, SCVIConfig
     from cellsmith.scvi.figures import training_curves
@@ -72,7 +90,7 @@ def train(
         overrides["zero_penalty"] = False
         overrides["zero_gene_init"] = False
     cfg = SCVIConfig.from_yaml(config, **overrides)
-    adata = read(data)
+    adata = _read(data, backed)
     model = ConditionalSCVI(cfg).train(
         adata,
         batch_key=None if no_batch else batch_key,
@@ -92,7 +110,10 @@ def train(
         write_atomic(model_dir / "training_curves.png", lambda tmp: figure.savefig(tmp, dpi=110, bbox_inches="tight"))
         plt.close(figure)
     last = model.history.iloc[-1] if model.history is not None else None
-    summary = f" after {int(last['epoch']) + 1} epochs, val_loss {last['val_loss']:.4g}" if last is not None else ""
+    summary = ""
+    if last is not None:  # a run that --max-steps ends within its first epoch has no val_loss
+        loss = f", val_loss {last['val_loss']:.4g}" if pd.notna(last.get("val_loss")) else ""
+        summary = f" after {int(last['epoch']) + 1} epochs{loss}"
     out.print(f"model written to {model_dir}{summary}")
 
 
@@ -103,14 +124,21 @@ def reconstruct(
     out_dir: Path = typer.Option(..., "--out", help="Folder for reconstructed.h5ad, metrics.json, PNGs, report.html."),
     kind: str = typer.Option("mean", "--kind", help="mean: decoded means (default); sample: seeded draws from the model."),
     seed: int = typer.Option(0, "--seed"),
+    max_cells: int = typer.Option(
+        20_000, "--max-cells", help="Compare a seeded subsample of at most this many cells (bounds memory and output)."
+    ),
+    backed: bool = BACKED,
 ) -> None:
-    """Reconstruct real cells and compare them with the real ones (UMAP + metrics)."""
-    from cellsmith.data import read
+    """Reconstruct real cells and compare them with the real ones (UMAP + metrics).
+
+    The comparison (and reconstructed.h5ad, dense) covers a seeded subsample of at most
+    --max-cells cells; with --backed only those cells are read from the file.
+    """
     from cellsmith.scvi import ConditionalSCVI
     from cellsmith.scvi.reconstruct import compare_reconstruction
 
     model = ConditionalSCVI.load(model_dir)
-    result = compare_reconstruction(model, read(data), seed=seed, kind=kind)
+    result = compare_reconstruction(model, _read(data, backed), seed=seed, kind=kind, max_cells=max_cells)
     result.write(out_dir)
     overall = result.metrics.loc[("overall", "all")]
     out.print(

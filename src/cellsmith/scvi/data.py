@@ -1,8 +1,10 @@
-"""The AnnData contract of the conditional scVI: keys, category mappings, tensors.
+"""The AnnData contract of the conditional scVI: keys, category mappings, count rows, batches.
 
 :class:`DataSetup` records which layer holds the counts, which obs columns are the batch, the
 covariates and the perturbation, and the categories seen in training; it is saved with the
 model and re-applied to new data, where an unseen category or a different gene set is an error.
+Counts stay sparse (:class:`~cellsmith.data.rows.CountRows`, in memory or backed) and category
+codes stay integers per cell; a batch's dense counts and one-hots are built when it is taken.
 """
 
 from __future__ import annotations
@@ -15,10 +17,13 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 import torch
+import torch.nn.functional as F
 
-from cellsmith.data import GeneSpace, normalize, require_counts
+from cellsmith.data import GeneSpace, normalize
 from cellsmith.data.audit import describe_source
+from cellsmith.data.rows import CountRows, count_rows
 from cellsmith.errors import InputError
+from cellsmith.nn.batches import dense_batch
 
 #: Category of the single batch when no batch key is given.
 SINGLE_BATCH = "all"
@@ -77,21 +82,19 @@ class DataSetup:
 
 
 @dataclass
-class EncodedData:
-    """Dense tensors of a set of cells in a model's gene order (rows = cells).
+class CellData:
+    """A set of cells in a model's gene order: counts read by rows, category codes per cell.
 
-    ``x`` (N, G) counts; ``x_log`` (N, G) their log1p(CP10k); ``library`` (N,) total counts;
-    ``codes`` the integer category code of each key per cell.
+    ``counts`` stays CSR in memory (or is read from a backed h5ad); a batch is densified only
+    when it is taken. ``codes`` holds the integer category code of each key per cell (N,).
     """
 
-    x: torch.Tensor
-    x_log: torch.Tensor
-    library: torch.Tensor
+    counts: CountRows
     codes: dict[str, np.ndarray]
 
     @property
     def n_cells(self) -> int:
-        return self.x.shape[0]
+        return self.counts.n_rows
 
 
 def check_columns(adata: ad.AnnData, keys: Sequence[str]) -> None:
@@ -157,19 +160,27 @@ def category_codes(
     return codes
 
 
-def one_hot(codes: Mapping[str, np.ndarray], keys: Sequence[str], categories: Mapping[str, list[str]]) -> torch.Tensor:
-    """(N, sum of category counts) float32 one-hot block of ``keys``."""
-    n = len(next(iter(codes.values())))
-    blocks = [np.zeros((n, 0), dtype=np.float32)]
+def one_hot(
+    codes: Mapping[str, np.ndarray],
+    keys: Sequence[str],
+    categories: Mapping[str, list[str]],
+    rows: np.ndarray,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """(len(rows), sum of category counts) float32 one-hot block of ``keys`` for the cells ``rows``
+    (built per batch: the codes are kept per cell, never a one-hot block of all cells)."""
+    rows = torch.as_tensor(np.asarray(rows), dtype=torch.int64)
+    blocks = [torch.zeros(rows.numel(), 0)]
     for key in keys:
-        block = np.zeros((n, len(categories[key])), dtype=np.float32)
-        block[np.arange(n), codes[key]] = 1.0
-        blocks.append(block)
-    return torch.from_numpy(np.concatenate(blocks, axis=1))
+        code = torch.from_numpy(np.asarray(codes[key], dtype=np.int64))[rows]
+        blocks.append(F.one_hot(code, len(categories[key])).float())
+    return torch.cat(blocks, dim=1).to(device)
 
 
-def aligned_counts(adata: ad.AnnData, genespace: GeneSpace, counts_layer: str | None) -> np.ndarray:
-    """Raw counts of ``adata`` in the gene order of ``genespace`` as a dense float32 array.
+def aligned_rows(adata: ad.AnnData, genespace: GeneSpace, counts_layer: str | None) -> CountRows:
+    """Raw counts of ``adata`` read by rows in the gene order of ``genespace`` (nothing densified).
+
+    Works on an AnnData in memory and on one opened backed (:func:`cellsmith.data.rows.read_backed`).
 
     Raises
     ------
@@ -178,15 +189,32 @@ def aligned_counts(adata: ad.AnnData, genespace: GeneSpace, counts_layer: str | 
     GeneSpaceError
         When a gene of the model's gene space is absent from ``adata``.
     """
-    counts = require_counts(adata, layer=counts_layer)
-    view = ad.AnnData(X=counts, var=pd.DataFrame(index=adata.var_names))
-    view.uns["cellsmith"] = adata.uns.get("cellsmith", {})
-    aligned = genespace.align(view, missing="error", min_overlap=1.0).X
-    dense = aligned.toarray() if sp.issparse(aligned) else np.asarray(aligned)
-    return dense.astype(np.float32, copy=False)
+    rows = count_rows(adata, layer=counts_layer)
+    # Align a cell-less copy of the gene names: the same checks and messages as aligning data.
+    genespace.align(ad.AnnData(var=pd.DataFrame(index=adata.var_names)), missing="error", min_overlap=1.0)
+    source_to_space = genespace.index_map(adata.var_names)
+    present = np.flatnonzero(source_to_space >= 0)
+    columns = np.empty(len(genespace), dtype=np.int64)
+    columns[source_to_space[present]] = present
+    if adata.n_vars != len(genespace) or not np.array_equal(columns, np.arange(len(genespace))):
+        rows.columns = columns
+    return rows
 
 
-def encode_cells(counts: np.ndarray, codes: dict[str, np.ndarray]) -> EncodedData:
-    """Dense tensors of aligned counts: the encoder input is :func:`normalize.log1p_normalize`."""
-    x = torch.from_numpy(counts)
-    return EncodedData(x=x, x_log=normalize.log1p_normalize(x), library=x.sum(1), codes=codes)
+def zero_columns(counts: CountRows) -> np.ndarray:
+    """(n_columns,) True for columns with no count in any row (read block by block)."""
+    totals = np.zeros(counts.shape[1])
+    for _, block in counts.blocks():
+        totals += np.asarray(block.sum(axis=0)).ravel()
+    return totals == 0
+
+
+def dense_inputs(
+    rows: sp.csr_matrix, source_rows: sp.csr_matrix | None, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(x, x_log, library)`` of one batch on ``device``: its counts densified there, the encoder
+    input :func:`normalize.log1p_normalize` of the source cells' counts (``rows`` themselves
+    when ``source_rows`` is None) and each cell's total count."""
+    x = dense_batch(rows, device)
+    source = x if source_rows is None else dense_batch(source_rows, device)
+    return x, normalize.log1p_normalize(source), x.sum(1)

@@ -12,6 +12,7 @@ Examples
 from __future__ import annotations
 
 import json
+import time
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
@@ -26,21 +27,23 @@ import torch
 
 from cellsmith._logging import logger, seed_everything
 from cellsmith.data import GeneSpace, normalize
+from cellsmith.data.rows import BLOCK_ROWS
 from cellsmith.data.splits import split_indices
 from cellsmith.errors import CellsmithDeprecationWarning, ConfigError, InputError, ModelDirectoryError
 from cellsmith.nn import torch_threads
 from cellsmith.nn.base import CellsmithModel
 from cellsmith.nn.saving import ModelFiles, load_legacy_state
-from cellsmith.scvi.batches import FIXED_EPOCH, ControlPairing, EpochBatches, epoch_rng
+from cellsmith.scvi.batches import FIXED_EPOCH, BlockBatches, ControlPairing, CountBatches, EpochBatches, epoch_rng
 from cellsmith.scvi.config import SCVIConfig
 from cellsmith.scvi.data import (
+    CellData,
     DataSetup,
-    EncodedData,
-    aligned_counts,
+    aligned_rows,
     category_codes,
-    encode_cells,
+    dense_inputs,
     observed_categories,
     one_hot,
+    zero_columns,
 )
 from cellsmith.scvi.module import ConditionalVAE
 from cellsmith.scvi.plan import SCVIPlan
@@ -95,7 +98,9 @@ class ConditionalSCVI(CellsmithModel):
         ----------
         adata
             Cells x genes; raw counts in X or ``counts_layer``. Its genes become the model's
-            :class:`~cellsmith.data.GeneSpace`.
+            :class:`~cellsmith.data.GeneSpace`. The counts stay sparse; an AnnData opened
+            backed (:func:`cellsmith.data.rows.read_backed`) is read block by block (shuffled
+            row blocks, rows shuffled within a buffer of blocks), so only a buffer is in memory.
         batch_key
             obs column of the batch (donor); None for data of one batch.
         covariate_keys
@@ -126,8 +131,9 @@ class ConditionalSCVI(CellsmithModel):
         Raises
         ------
         ScaleError, InputError
-            On non-count data, missing obs columns or an unknown control label; nothing is
-            written then.
+            On non-count data, missing obs columns or an unknown control label, or perturbation
+            mode on a backed AnnData (pairing draws control cells from the whole data, at random
+            rows: train it in memory); nothing is written then.
         """
         self._deprecated_overrides(seed=seed, progress_bar=progress_bar)
         if (perturbation_key is None) != (control_label is None):
@@ -142,12 +148,17 @@ class ConditionalSCVI(CellsmithModel):
             match_key=match_key,
             counts_layer=counts_layer,
         )
+        if perturbation_key is not None and adata.isbacked:
+            raise InputError(
+                "perturbation mode pairs each perturbed cell with a random control cell of the whole "
+                "data set, which a backed (out-of-core) run does not read at random; train it in "
+                "memory (drop --backed)."
+            )
         setup.categories = observed_categories(adata, setup)
         genespace = GeneSpace(adata.var_names)
-        counts = aligned_counts(adata, genespace, counts_layer)
-        setup.always_zero_genes = [genespace.names[i] for i in np.flatnonzero(counts.sum(0) == 0)]
+        data = CellData(aligned_rows(adata, genespace, counts_layer), category_codes(adata, setup))
+        setup.always_zero_genes = [genespace.names[i] for i in np.flatnonzero(zero_columns(data.counts))]
         self.setup, self.genespace = setup, genespace
-        data = encode_cells(counts, category_codes(adata, setup))
 
         config = self.config
         seed_everything(config.seed)
@@ -155,31 +166,40 @@ class ConditionalSCVI(CellsmithModel):
         self.split = split_indices(data.n_cells, {"validation": config.val_fraction}, seed=config.seed)
         plan = SCVIPlan(
             self.module,
-            x=data.x,
-            x_log=data.x_log,
-            library=data.library,
-            encoder_covariates=self._encoder_covariates(data.codes),
-            decoder_covariates=one_hot(data.codes, setup.decoder_keys, setup.categories),
+            codes=data.codes,
+            categories=setup.categories,
+            encoder_keys=self._encoder_keys,
+            decoder_keys=setup.decoder_keys,
             config=config,
         )
         loaders = {
-            stage: EpochBatches(
-                idx,
-                self._pairing(data, idx),
-                batch_size=config.batch_size if stage == "train" else _EVAL_BATCH,
-                seed=config.seed,
-                shuffle=stage == "train",
-            )
-            for stage, idx in self.split.items()
+            stage: self._loader(data, idx, stage == "train") for stage, idx in self.split.items()
         }
         logger.info(
-            "training conditional scVI on %d cells x %d genes (%d always zero), %s, decoder keys %s",
-            data.n_cells, len(genespace), len(setup.always_zero_genes), config.likelihood, setup.decoder_keys,
+            "training conditional scVI on %d cells x %d genes (%d always zero, %s), %s, decoder keys %s",
+            data.n_cells, len(genespace), len(setup.always_zero_genes),
+            "backed" if data.counts.backed else "in memory", config.likelihood, setup.decoder_keys,
         )
-        self.fit_plan(
+        start = time.perf_counter()
+        trainer = self.fit_plan(
             plan, loaders["train"], loaders["validation"], out_dir=out_dir, resume=resume, callbacks=callbacks
         )
+        seconds = time.perf_counter() - start
+        logger.info(
+            "trained %d steps in %.1f s (%.0f training cells/s)",
+            trainer.global_step, seconds, trainer.global_step * config.batch_size / max(seconds, 1e-9),
+        )
         return self
+
+    def _loader(self, data: CellData, indices: np.ndarray, train: bool) -> CountBatches | BlockBatches:
+        """The batches of ``indices``: shuffled each epoch for training, in order for validation."""
+        batch_size = self.config.batch_size if train else _EVAL_BATCH
+        if data.counts.backed:
+            return BlockBatches(data.counts, indices, batch_size=batch_size, seed=self.config.seed, shuffle=train)
+        batches = EpochBatches(
+            indices, self._pairing(data, indices), batch_size=batch_size, seed=self.config.seed, shuffle=train
+        )
+        return CountBatches(batches, data.counts)
 
     def _deprecated_overrides(self, **values: Any) -> None:
         """Old ``train`` keywords of options that now live in the config: warn, then apply."""
@@ -211,12 +231,12 @@ class ConditionalSCVI(CellsmithModel):
             likelihood=config.likelihood,
         )
 
-    def _encoder_covariates(self, codes: Mapping[str, np.ndarray]) -> torch.Tensor:
-        """(N, E) encoder one-hots; zero columns when the encoder is not conditioned."""
-        block = one_hot(codes, self.setup.encoder_keys, self.setup.categories)
-        return block if self.config.encode_covariates else block[:, :0]
+    @property
+    def _encoder_keys(self) -> list[str]:
+        """Keys whose one-hots the encoder sees; none when the encoder is not conditioned."""
+        return self.setup.encoder_keys if self.config.encode_covariates else []
 
-    def _pairing(self, data: EncodedData, pool: np.ndarray) -> ControlPairing:
+    def _pairing(self, data: CellData, pool: np.ndarray) -> ControlPairing:
         setup = self.setup
         if setup.perturbation_key is None:
             return ControlPairing(np.ones(data.n_cells, bool), np.zeros(data.n_cells, int), pool)
@@ -227,65 +247,84 @@ class ConditionalSCVI(CellsmithModel):
         return ControlPairing(data.codes[setup.perturbation_key] == control_code, group, pool)
 
     # ----------------------------------------------------------------------------- inference
-    def _encode(self, adata: ad.AnnData, overrides: Mapping[str, str] | None = None) -> tuple[EncodedData, dict]:
+    def _encode(self, adata: ad.AnnData, overrides: Mapping[str, str] | None = None) -> tuple[CellData, dict]:
         self.require_trained()
         codes = category_codes(adata, self.setup)
         decoder_codes = category_codes(adata, self.setup, overrides) if overrides else codes
-        return encode_cells(aligned_counts(adata, self.genespace, self.setup.counts_layer), codes), decoder_codes
+        return CellData(aligned_rows(adata, self.genespace, self.setup.counts_layer), codes), decoder_codes
 
     @torch.inference_mode()
     def _run(
-        self, data: EncodedData, decoder_codes: dict, sources: np.ndarray | None = None
+        self,
+        data: CellData,
+        decoder_codes: dict,
+        outputs: Sequence[str],
+        sources: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
-        """Encode ``sources`` (default: each cell itself), decode under ``decoder_codes`` at each
-        cell's library size; the latent is the posterior mean (deterministic)."""
+        """``outputs`` of every cell (among ``latent``, ``mean``, ``zero_probability``,
+        ``zi_probability``, ``log_likelihood``): encode ``sources`` (default: each
+        cell itself), decode under ``decoder_codes`` at each cell's library size; the latent is
+        the posterior mean (deterministic). The counts are read in row blocks and densified one
+        batch at a time, so memory holds one block and the outputs asked for."""
         self.module.to(self.device).eval()
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in outputs}
         with torch_threads(self.config.num_threads):
-            return self._decode_batches(data, decoder_codes, sources)
+            for start, block in data.counts.blocks(BLOCK_ROWS):
+                for first in range(0, block.shape[0], _EVAL_BATCH):
+                    targets = np.arange(start + first, start + min(first + _EVAL_BATCH, block.shape[0]))
+                    rows = block[first : first + _EVAL_BATCH]
+                    batch_sources = targets if sources is None else sources[targets]
+                    source_rows = None if sources is None else data.counts.take(batch_sources)
+                    for name, value in self._decode(data, decoder_codes, targets, batch_sources, rows, source_rows, outputs).items():
+                        parts[name].append(value)
+        return {name: np.concatenate(values) for name, values in parts.items()}
 
-    def _decode_batches(
-        self, data: EncodedData, decoder_codes: dict, sources: np.ndarray | None
+    def _decode(
+        self,
+        data: CellData,
+        decoder_codes: dict,
+        targets: np.ndarray,
+        sources: np.ndarray,
+        rows,
+        source_rows,
+        outputs: Sequence[str],
     ) -> dict[str, np.ndarray]:
-        sources = np.arange(data.n_cells) if sources is None else sources
-        enc = self._encoder_covariates(data.codes)
-        dec = one_hot(decoder_codes, self.setup.decoder_keys, self.setup.categories)
-        parts: dict[str, list[np.ndarray]] = {
-            "latent": [], "mean": [], "zero_probability": [], "zi_probability": [], "log_likelihood": []
+        """The ``outputs`` of one batch of cells (``rows``: their CSR counts)."""
+        device, setup = self.device, self.setup
+        x, x_log, library = dense_inputs(rows, source_rows, device)
+        out = self.module(
+            x_log,
+            one_hot(data.codes, self._encoder_keys, setup.categories, sources, device),
+            one_hot(decoder_codes, setup.decoder_keys, setup.categories, targets, device),
+            library,
+        )
+        zi = out["zi_logits"]
+        values = {
+            "latent": lambda: out["z_mu"],
+            "mean": lambda: out["mu"],
+            "zero_probability": lambda: self.module.zero_probability(out),
+            "zi_probability": lambda: torch.sigmoid(zi) if zi is not None else torch.zeros_like(out["mu"]),
+            "log_likelihood": lambda: self.module.log_likelihood(x, out),
         }
-        device = self.device
-        for start in range(0, data.n_cells, _EVAL_BATCH):
-            t = torch.arange(start, min(start + _EVAL_BATCH, data.n_cells))
-            s = torch.from_numpy(sources[start : start + _EVAL_BATCH])
-            out = self.module(data.x_log[s].to(device), enc[s].to(device), dec[t].to(device), data.library[t].to(device))
-            zi = out["zi_logits"]
-            values = {
-                "latent": out["z_mu"],
-                "mean": out["mu"],
-                "zero_probability": self.module.zero_probability(out),
-                "zi_probability": torch.sigmoid(zi) if zi is not None else torch.zeros_like(out["mu"]),
-                "log_likelihood": self.module.log_likelihood(data.x[t].to(device), out),
-            }
-            for name, value in values.items():
-                parts[name].append(value.float().cpu().numpy())
-        return {k: np.concatenate(v) for k, v in parts.items()}
+        return {name: values[name]().float().cpu().numpy() for name in outputs}
 
     def get_latent(self, adata: ad.AnnData) -> np.ndarray:
         """(n_cells, n_latent) posterior means of the cells of ``adata``."""
         data, codes = self._encode(adata)
-        return self._run(data, codes)["latent"]
+        return self._run(data, codes, ["latent"])["latent"]
 
     def log_likelihood(self, adata: ad.AnnData) -> np.ndarray:
         """(n_cells,) log-likelihood of each cell's counts, summed over genes, decoded from its
         posterior-mean latent at its observed library size (held-out NLL = ``-mean``)."""
         data, codes = self._encode(adata)
-        return self._run(data, codes)["log_likelihood"]
+        return self._run(data, codes, ["log_likelihood"])["log_likelihood"]
 
     def matched_sources(self, adata: ad.AnnData, *, seed: int | None = None) -> np.ndarray:
         """Source cell of each cell of ``adata``: itself, or in perturbation mode a seeded random
         control cell of the same batch (and match key) for a perturbed cell."""
         return self._matched(self._encode(adata)[0], seed)
 
-    def _matched(self, data: EncodedData, seed: int | None) -> np.ndarray:
+    def _matched(self, data: CellData, seed: int | None) -> np.ndarray:
         pairing = self._pairing(data, np.arange(data.n_cells))
         return pairing.sources(np.arange(data.n_cells), epoch_rng(self.config.seed if seed is None else seed, FIXED_EPOCH))
 
@@ -294,7 +333,8 @@ class ConditionalSCVI(CellsmithModel):
         seeded draw from the decoded distribution) and ``latent`` of each cell; in perturbation
         mode a perturbed cell is predicted from its matched control."""
         data, codes = self._encode(adata)
-        out = self._run(data, codes, self._matched(data, seed))
+        sources = self._matched(data, seed) if self.setup.perturbation_key is not None else None
+        out = self._run(data, codes, ["latent", "mean", "zero_probability", "zi_probability"], sources)
         out["sampled_counts"] = self._sample(out["mean"], out["zi_probability"], self.config.seed if seed is None else seed)
         return out
 
@@ -319,7 +359,7 @@ class ConditionalSCVI(CellsmithModel):
         if not set:
             raise InputError("predict needs at least one KEY=VALUE to set (e.g. timepoint=24h).")
         data, decoder_codes = self._encode(adata, set)
-        out = self._run(data, decoder_codes)
+        out = self._run(data, decoder_codes, ["latent", "mean", "zi_probability"])
         mean = out["mean"]
         obs = adata.obs.copy()
         for key, value in set.items():

@@ -5,6 +5,10 @@ matched control cell), made by the model's own predict step. Real counts and rec
 means are both put on the log1p(CP10k) scale by the one function
 :func:`cellsmith.data.normalize.log1p_normalize`. Genes non-zero in more than 1% of the real
 cells are compared in a joint PCA (and its UMAP) of real + reconstructed cells.
+
+The comparison holds real and reconstructed cells dense (for the PCA, UMAP and the written
+``reconstructed.h5ad``), so on large data it runs on a seeded subsample of at most
+``max_cells`` cells: memory and output size are bounded by ``max_cells``, not by the data.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from cellsmith.data import normalize
 from cellsmith.errors import InputError
 from cellsmith.metrics.reconstruction import metrics_by_group
 from cellsmith.report import Report, atomic_output_dir
-from cellsmith.scvi.data import aligned_counts, check_columns
+from cellsmith.scvi.data import aligned_rows, check_columns
 from cellsmith.scvi.model import ConditionalSCVI
 
 #: A gene is active when non-zero in more than this share of the real cells.
@@ -129,6 +133,7 @@ def compare_reconstruction(
     kind: str = "mean",
     umap: bool = True,
     extra_keys: Sequence[str] = (),
+    max_cells: int | None = None,
 ) -> ReconstructionResult:
     """Reconstruct the cells of ``adata`` with ``model`` and compare them with the real cells.
 
@@ -150,10 +155,14 @@ def compare_reconstruction(
         Compute the joint UMAP (figures need it; benchmarks may skip it).
     extra_keys
         obs columns to group metrics and colour figures by, besides the model's own keys.
+    max_cells
+        Compare a seeded subsample of at most this many cells (None: all); ``adata`` may be
+        opened backed, then only the subsample is read.
     """
     if kind not in ("mean", "sample"):
         raise InputError(f"kind must be 'mean' or 'sample', not '{kind}'.")
-    counts = aligned_counts(adata, model.genespace, model.setup.counts_layer)
+    adata = subsample_cells(adata, max_cells, seed)
+    counts = aligned_rows(adata, model.genespace, model.setup.counts_layer).read(0, adata.n_obs).toarray()
     out = model.reconstruct(adata, seed=seed)
     pred_counts = out["mean"] if kind == "mean" else out["sampled_counts"]
     real_log = normalize.log1p_normalize(counts)
@@ -208,3 +217,15 @@ def compare_reconstruction(
     if model.setup.perturbation_key is not None:
         combined.uns["scvi_reconstruction"]["perturbation_key"] = model.setup.perturbation_key
     return ReconstructionResult(combined, metrics, keys)
+
+
+def subsample_cells(adata: ad.AnnData, max_cells: int | None, seed: int) -> ad.AnnData:
+    """A seeded subsample of at most ``max_cells`` cells of ``adata`` (in file order), read into
+    memory; ``adata`` itself when it is in memory and small enough."""
+    if max_cells is not None and max_cells < 1:
+        raise InputError(f"max_cells must be at least 1, not {max_cells}.")
+    if max_cells is None or adata.n_obs <= max_cells:
+        return adata.to_memory() if adata.isbacked else adata
+    rows = np.sort(np.random.default_rng(seed).choice(adata.n_obs, max_cells, replace=False))
+    subset = adata[rows]
+    return subset.to_memory() if adata.isbacked else subset.copy()
