@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file
 
 import cellsmith.data.pseudobulk as pb
-from cellsmith.data import simulate
+from cellsmith.data import normalize, simulate
 from cellsmith.data.rows import CountRows, read_backed
 from cellsmith.deconvolution import DeconvolutionConfig, Deconvolver
 from cellsmith.deconvolution.model import cap_per_type
@@ -119,6 +119,18 @@ def test_blockwise_statistics_equal_whole_matrix_ones(reference, small_blocks):
         consistent_marker_scores(reference.X, labels, types, min_mean_cpm=10, min_cell_fraction=0.3, cells=cells),
         consistent_marker_scores(dense[cells], labels[cells], types, min_mean_cpm=10, min_cell_fraction=0.3),
     )
+
+
+def test_type_means_are_scipy_means_exactly(reference):
+    """Within one block, the same arithmetic as scipy's mean: thresholds (a detection of exactly
+    0.5 against min_cell_fraction 0.5) decide as they did on the whole matrix."""
+    labels, types = _labels(reference), ["A", "B", "C"]
+    counts = sp.csr_matrix(reference.X, dtype=np.float64)
+    for k, t in enumerate(types):
+        cpm = np.asarray(normalize.cpm(counts)[labels == t].mean(axis=0)).ravel()
+        detection = np.asarray((counts > 0)[labels == t].mean(axis=0)).ravel()
+        np.testing.assert_array_equal(mean_cpm_by_type(reference.X, labels, types)[:, k], cpm)
+        np.testing.assert_array_equal(detection_by_type(reference.X, labels, types)[:, k], detection)
 
 
 def test_vae_cells_are_capped_per_type_in_order():

@@ -38,7 +38,7 @@ from cellsmith.deconvolution.config import DeconvolutionConfig
 from cellsmith.deconvolution.module import HPVADE
 from cellsmith.deconvolution.nnls import nnls_proportions
 from cellsmith.deconvolution.plan import HPVADEPlan
-from cellsmith.deconvolution.reference import consistent_marker_scores, group_sums, select_genes, type_codes
+from cellsmith.deconvolution.reference import consistent_marker_scores, group_means, select_genes, type_codes
 from cellsmith.errors import (
     CellsmithDeprecationWarning,
     ConfigError,
@@ -202,17 +202,16 @@ class Deconvolver(CellsmithModel):
         self.cell_types = cell_types
         groups = np.full(labels.size, -1, dtype=np.int64)
         groups[train_cells] = type_codes(labels[train_cells], cell_types)
-        sums = group_sums(counts, groups, len(cell_types))
-        self.reference_signature = sums.mean_cpm()
+        means = group_means(counts, groups, len(cell_types))
+        self.reference_signature = means.cpm
         logger.info(
             "signature S initialised from the mean CPM of %d training cells per type (%s) over "
             "%d genes",
             train_cells.size,
-            ", ".join(f"{t}: {int(n)}" for t, n in zip(cell_types, sums.sizes)),
+            ", ".join(f"{t}: {int(n)}" for t, n in zip(cell_types, means.sizes)),
             len(self.genespace),
         )
-        per_cell = sums.mean_totals()
-        content = per_cell / per_cell.mean()
+        content = means.totals / means.totals.mean()
         logger.info(
             "mRNA content per cell (mean counts over the model's genes, relative): %s",
             ", ".join(f"{t} {c:.3f}" for t, c in zip(cell_types, content)),

@@ -3,7 +3,7 @@
 Functions here take arrays (counts, labels) so that the user-facing class keeps the AnnData
 contract and the steps stay testable one by one. Counts are a dense or sparse matrix or
 :class:`~cellsmith.data.rows.CountRows` (in memory or backed); every statistic is accumulated
-over blocks of cells (:func:`group_sums`), so a reference is never densified or copied whole.
+over blocks of cells (:func:`group_means`), so a reference is never densified or copied whole.
 """
 
 from __future__ import annotations
@@ -27,35 +27,24 @@ MIN_GENES = 20
 
 
 @dataclass
-class GroupSums:
-    """Sums over the cells of each group (e.g. a cell type), accumulated block by block.
+class GroupMeans:
+    """Means over the cells of each group (e.g. a cell type), accumulated block by block.
 
     Attributes
     ----------
-    cpm, detected
-        ``(n_groups, n_genes)`` sums of the cells' CPM and counts of cells with the gene detected.
+    cpm, detection
+        ``(n_genes, n_groups)`` mean CPM of the cells of each group, and share of them in which
+        each gene is detected.
     totals
-        ``(n_groups,)`` sums of the cells' total counts.
+        ``(n_groups,)`` mean total counts per cell of each group.
     sizes
         ``(n_groups,)`` cells per group.
     """
 
     cpm: np.ndarray
-    detected: np.ndarray
+    detection: np.ndarray
     totals: np.ndarray
     sizes: np.ndarray
-
-    def mean_cpm(self) -> np.ndarray:
-        """``(n_genes, n_groups)`` mean CPM of the cells of each group."""
-        return (self.cpm / self.sizes[:, None]).T
-
-    def detection(self) -> np.ndarray:
-        """``(n_genes, n_groups)`` share of the cells of each group in which a gene is detected."""
-        return (self.detected / self.sizes[:, None]).T
-
-    def mean_totals(self) -> np.ndarray:
-        """``(n_groups,)`` mean total counts per cell of each group."""
-        return self.totals / self.sizes
 
 
 def type_codes(labels: np.ndarray, cell_types: Sequence[str]) -> np.ndarray:
@@ -63,8 +52,12 @@ def type_codes(labels: np.ndarray, cell_types: Sequence[str]) -> np.ndarray:
     return pd.Categorical(np.asarray(labels, dtype=str), categories=list(cell_types)).codes.astype(np.int64)
 
 
-def group_sums(counts, groups: np.ndarray, n_groups: int) -> GroupSums:
-    """CPM, detection and total-count sums per group, reading the cells block by block.
+def group_means(counts, groups: np.ndarray, n_groups: int) -> GroupMeans:
+    """Mean CPM, detection and total counts per group, reading the cells block by block.
+
+    Each cell enters its group's means with weight ``1 / group size``, summed in row order:
+    within one block the same arithmetic as ``matrix[rows].mean(axis=0)`` of scipy, so
+    thresholds on these means (``min_cell_fraction``) decide as they did on whole matrices.
 
     Parameters
     ----------
@@ -75,23 +68,23 @@ def group_sums(counts, groups: np.ndarray, n_groups: int) -> GroupSums:
     """
     rows = as_count_rows(counts)
     n_genes = rows.shape[1]
-    sums = GroupSums(
-        cpm=np.zeros((n_groups, n_genes)),
-        detected=np.zeros((n_groups, n_genes)),
-        totals=np.zeros(n_groups),
-        sizes=np.bincount(groups[groups >= 0], minlength=n_groups).astype(np.float64),
-    )
+    sizes = np.bincount(groups[groups >= 0], minlength=n_groups)
+    weights = 1.0 / np.maximum(sizes, 1)
+    cpm, detected = np.zeros((n_groups, n_genes)), np.zeros((n_groups, n_genes))
+    totals = np.zeros(n_groups)
     for start, block in rows.blocks():
         codes = groups[start : start + block.shape[0]]
         keep = np.flatnonzero(codes >= 0)
         if not keep.size:
             continue
-        member = sp.csr_matrix((np.ones(keep.size), (codes[keep], keep)), shape=(n_groups, block.shape[0]))
+        member = sp.csr_matrix((weights[codes[keep]], (codes[keep], keep)), shape=(n_groups, block.shape[0]))
         block = sp.csr_matrix(block, dtype=np.float64)
-        sums.cpm += (member @ normalize.cpm(block)).toarray()
-        sums.detected += (member @ (block > 0).astype(np.float64)).toarray()
-        sums.totals += member @ np.asarray(block.sum(axis=1)).ravel()
-    return sums
+        cpm += (member @ normalize.cpm(block)).toarray()
+        detected += (member @ (block > 0).astype(np.float64)).toarray()
+        totals += member @ np.asarray(block.sum(axis=1)).ravel()
+    empty = sizes == 0  # a group without cells has no mean (NaN), as the mean of no rows
+    cpm[empty], detected[empty], totals[empty] = np.nan, np.nan, np.nan
+    return GroupMeans(cpm=cpm.T, detection=detected.T, totals=totals, sizes=sizes)
 
 
 def mean_cpm_by_type(counts, labels: np.ndarray, cell_types: Sequence[str]) -> np.ndarray:
@@ -99,12 +92,12 @@ def mean_cpm_by_type(counts, labels: np.ndarray, cell_types: Sequence[str]) -> n
 
     This is the initial signature ``S`` of HP-VADE and the signature of the NNLS baseline.
     """
-    return group_sums(counts, type_codes(labels, cell_types), len(cell_types)).mean_cpm()
+    return group_means(counts, type_codes(labels, cell_types), len(cell_types)).cpm
 
 
 def detection_by_type(counts, labels: np.ndarray, cell_types: Sequence[str]) -> np.ndarray:
     """``(n_genes, n_types)`` share of the cells of each type in which a gene is detected."""
-    return group_sums(counts, type_codes(labels, cell_types), len(cell_types)).detection()
+    return group_means(counts, type_codes(labels, cell_types), len(cell_types)).detection
 
 
 def marker_scores(
@@ -141,8 +134,8 @@ def consistent_marker_scores(
     groups = np.full(len(labels), -1, dtype=np.int64)
     for h, half in enumerate(halves):
         groups[cells[half]] = type_codes(labels[cells[half]], cell_types) + h * n_types
-    sums = group_sums(counts, groups, 2 * n_types)
-    mean_cpm, detection = sums.mean_cpm(), sums.detection()
+    means = group_means(counts, groups, 2 * n_types)
+    mean_cpm, detection = means.cpm, means.detection
     return np.minimum(*[
         marker_scores(
             mean_cpm[:, h * n_types : (h + 1) * n_types],
