@@ -211,7 +211,9 @@ class Deconvolver(CellsmithModel):
             ", ".join(f"{t}: {int(n)}" for t, n in zip(cell_types, means.sizes)),
             len(self.genespace),
         )
-        content = means.totals / means.totals.mean()
+        # In the counts' precision (float32 for most h5ad files), as the whole-matrix means were.
+        per_cell = means.totals.astype(counts.matrix.dtype if np.issubdtype(counts.matrix.dtype, np.floating) else np.float64)
+        content = per_cell / per_cell.mean()
         logger.info(
             "mRNA content per cell (mean counts over the model's genes, relative): %s",
             ", ".join(f"{t} {c:.3f}" for t, c in zip(cell_types, content)),

@@ -36,7 +36,7 @@ class GroupMeans:
         ``(n_genes, n_groups)`` mean CPM of the cells of each group, and share of them in which
         each gene is detected.
     totals
-        ``(n_groups,)`` mean total counts per cell of each group.
+        ``(n_groups,)`` mean total counts per cell of each group (exact sum / size).
     sizes
         ``(n_groups,)`` cells per group.
     """
@@ -55,9 +55,10 @@ def type_codes(labels: np.ndarray, cell_types: Sequence[str]) -> np.ndarray:
 def group_means(counts, groups: np.ndarray, n_groups: int) -> GroupMeans:
     """Mean CPM, detection and total counts per group, reading the cells block by block.
 
-    Each cell enters its group's means with weight ``1 / group size``, summed in row order:
-    within one block the same arithmetic as ``matrix[rows].mean(axis=0)`` of scipy, so
-    thresholds on these means (``min_cell_fraction``) decide as they did on whole matrices.
+    Each cell enters its group's mean CPM and detection with weight ``1 / group size``, summed
+    in row order: within one block the same arithmetic as ``matrix[rows].mean(axis=0)`` of
+    scipy, so thresholds on these means (``min_cell_fraction``) decide as they did on whole
+    matrices.
 
     Parameters
     ----------
@@ -81,10 +82,10 @@ def group_means(counts, groups: np.ndarray, n_groups: int) -> GroupMeans:
         block = sp.csr_matrix(block, dtype=np.float64)
         cpm += (member @ normalize.cpm(block)).toarray()
         detected += (member @ (block > 0).astype(np.float64)).toarray()
-        totals += member @ np.asarray(block.sum(axis=1)).ravel()
+        totals += np.bincount(codes[keep], np.asarray(block.sum(axis=1)).ravel()[keep], minlength=n_groups)
     empty = sizes == 0  # a group without cells has no mean (NaN), as the mean of no rows
-    cpm[empty], detected[empty], totals[empty] = np.nan, np.nan, np.nan
-    return GroupMeans(cpm=cpm.T, detection=detected.T, totals=totals, sizes=sizes)
+    cpm[empty], detected[empty] = np.nan, np.nan
+    return GroupMeans(cpm=cpm.T, detection=detected.T, totals=totals / np.where(empty, np.nan, sizes), sizes=sizes)
 
 
 def mean_cpm_by_type(counts, labels: np.ndarray, cell_types: Sequence[str]) -> np.ndarray:
