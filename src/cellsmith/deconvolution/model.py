@@ -212,7 +212,8 @@ class Deconvolver(CellsmithModel):
             len(self.genespace),
         )
         # In the counts' precision (float32 for most h5ad files), as the whole-matrix means were.
-        per_cell = means.totals.astype(counts.matrix.dtype if np.issubdtype(counts.matrix.dtype, np.floating) else np.float64)
+        dtype = counts.matrix.dtype
+        per_cell = means.totals.astype(dtype if np.issubdtype(dtype, np.floating) else np.float64)
         content = per_cell / per_cell.mean()
         logger.info(
             "mRNA content per cell (mean counts over the model's genes, relative): %s",
@@ -263,7 +264,9 @@ class Deconvolver(CellsmithModel):
         )
         return torch.from_numpy(cpm_in_place(mixed.counts)), torch.as_tensor(mixed.proportions, dtype=torch.float32)
 
-    def _vae_cells(self, counts: CountRows, labels: np.ndarray, cells: np.ndarray) -> tuple[sp.csr_matrix, torch.Tensor]:
+    def _vae_cells(
+        self, counts: CountRows, labels: np.ndarray, cells: np.ndarray
+    ) -> tuple[sp.csr_matrix, torch.Tensor]:
         """log1p(CP10k) of the VAE branch's cells (CSR; the plan densifies a batch at a time) and
         their type codes: ``cells``, at most ``vae_cells_per_type`` per type (seeded draw)."""
         cells = cap_per_type(cells, labels[cells], self.config.vae_cells_per_type, seed=self.config.seed)

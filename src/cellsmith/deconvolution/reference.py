@@ -85,7 +85,12 @@ def group_means(counts, groups: np.ndarray, n_groups: int) -> GroupMeans:
         totals += np.bincount(codes[keep], np.asarray(block.sum(axis=1)).ravel()[keep], minlength=n_groups)
     empty = sizes == 0  # a group without cells has no mean (NaN), as the mean of no rows
     cpm[empty], detected[empty] = np.nan, np.nan
-    return GroupMeans(cpm=np.ascontiguousarray(cpm.T), detection=np.ascontiguousarray(detected.T), totals=totals / np.where(empty, np.nan, sizes), sizes=sizes)
+    return GroupMeans(
+        cpm=np.ascontiguousarray(cpm.T),  # C order: the signature parameter is built from it
+        detection=np.ascontiguousarray(detected.T),
+        totals=totals / np.where(empty, np.nan, sizes),
+        sizes=sizes,
+    )
 
 
 def mean_cpm_by_type(counts, labels: np.ndarray, cell_types: Sequence[str]) -> np.ndarray:
