@@ -4,8 +4,9 @@ A pseudo-bulk sample sums the raw counts of ``cells_per_sample`` reference cells
 cell-type proportions; mixing happens on raw counts (mixtures are linear only there), and CPM
 is taken after summing. Sampling is vectorised: the draws of all samples become one sparse
 samples x cells membership matrix (:func:`membership_matrix`), and blocks of it multiply the
-count matrix. Memory grows with samples x genes (the output) plus one block of samples x cells,
-never with samples x cells x genes.
+count matrix, which stays sparse (CSR in memory, or read by blocks of cells from a backed h5ad)
+and is never densified whole. Memory grows with samples x genes (the output) plus one bounded
+block, never with cells x genes or samples x cells x genes.
 
 :func:`mix_counts` is the one implementation of sampling and summing; :func:`pseudobulk` calls
 it (CPM output for training, count output for :func:`cellsmith.data.simulate.bulk`). Training
@@ -15,7 +16,7 @@ and validation cells are split by :func:`cellsmith.data.splits.split_indices`.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -26,12 +27,17 @@ import scipy.sparse as sp
 
 from cellsmith._logging import logger
 from cellsmith.data import normalize
-from cellsmith.data.audit import require_counts
+from cellsmith.data.rows import BLOCK_ROWS, CountRows, count_rows
 from cellsmith.data.splits import split_indices
 from cellsmith.errors import CellsmithDeprecationWarning, InputError
 
 #: Samples per block of the membership x counts product (bounds the dense block's memory).
 _BLOCK_SAMPLES = 1024
+#: Most values of a densified cell block (128 MB of float32) when dense products are cheaper.
+_DENSE_ELEMENTS = 2**25
+#: About how many BLAS multiply-adds (dense membership x dense cells) cost one sparse x sparse
+#: multiply-add (measured 50 to 300 on 2 cores; between the two, either is fine).
+_DENSE_SPEEDUP = 100
 #: Below this many cells a cell type is too rare to draw representative mixtures.
 MIN_CELLS_WARN = 10
 MIN_CELLS_ERROR = 2
@@ -117,6 +123,12 @@ def stratified_split(
     return parts["train"], parts["second"]
 
 
+def as_count_rows(counts) -> CountRows:
+    """``counts`` as :class:`~cellsmith.data.rows.CountRows` (a dense or sparse matrix becomes an
+    in-memory CSR one; CountRows, in memory or backed, are returned as they are)."""
+    return counts if isinstance(counts, CountRows) else CountRows(sp.csr_matrix(counts))
+
+
 def membership_matrix(groups: Sequence[np.ndarray], n_cells: int) -> sp.csr_matrix:
     """Sparse samples x cells matrix: entry (s, c) counts how often cell c is in sample s."""
     rows = np.repeat(np.arange(len(groups)), [len(g) for g in groups])
@@ -156,18 +168,56 @@ def _draw_cells(
     return np.split(np.concatenate(cell_ids)[order], np.cumsum(n_per_type.sum(1))[:-1])
 
 
-def _sum_cells(counts, groups: list[np.ndarray]) -> np.ndarray:
-    """``membership @ counts`` in blocks of samples: dense float32 (samples x genes).
+def _stored_values(counts: CountRows) -> int:
+    """Non-zeros of ``counts`` (of its selected columns, estimated pro rata when a subset)."""
+    matrix = counts.matrix
+    nnz = matrix.group["data"].shape[0] if counts.backed else matrix.nnz
+    return int(nnz * counts.shape[1] / max(matrix.shape[1], 1))
 
-    The counts are densified once (cells x genes) so that each block is one BLAS product,
-    several times faster than sparse x sparse at 20% membership density.
+
+def _dense_is_cheaper(members: sp.csr_matrix, counts: CountRows) -> bool:
+    """Whether dense products (membership block x densified cell block) beat sparse x sparse.
+
+    Dense costs ``samples x cells x genes`` BLAS multiply-adds, sparse about ``draws x non-zeros
+    per cell`` scattered ones: dense wins when samples draw a large share of a small reference.
     """
-    dense = counts.toarray() if sp.issparse(counts) else np.asarray(counts)
-    dense = dense.astype(np.float32, copy=False)
-    out = np.empty((len(groups), dense.shape[1]), dtype=np.float32)
-    for start in range(0, len(groups), _BLOCK_SAMPLES):
-        block = membership_matrix(groups[start : start + _BLOCK_SAMPLES], dense.shape[0])
-        out[start : start + _BLOCK_SAMPLES] = block.toarray() @ dense
+    n_cells, n_genes = counts.shape
+    dense = members.shape[0] * n_cells * n_genes / _DENSE_SPEEDUP
+    return dense < members.nnz * _stored_values(counts) / max(n_cells, 1)
+
+
+def _cell_blocks(counts: CountRows, block_rows: int | None) -> Iterator[tuple[int, sp.csr_matrix]]:
+    """Row blocks of ``counts``; ``block_rows=None`` with an in-memory CSR matrix yields the
+    matrix itself as one block (no copy)."""
+    if block_rows is None and not counts.backed and counts.columns is None:
+        yield 0, counts.matrix
+        return
+    yield from counts.blocks(block_rows or BLOCK_ROWS)
+
+
+def _sum_cells(counts: CountRows, groups: list[np.ndarray]) -> np.ndarray:
+    """``membership @ counts``: dense float32 (samples x genes), the counts never densified whole.
+
+    The reference is read once, by blocks of cells (in memory: one block without a copy when
+    sparse products are used); each block meets the membership columns of its cells, in blocks
+    of samples. Where a dense BLAS product is cheaper (samples draw a large share of a small
+    reference) a cell block of at most ``_DENSE_ELEMENTS`` values is densified; otherwise the
+    sparse membership multiplies the sparse block. Counts are integers, so both give the same
+    sums, exactly, in any order.
+    """
+    n_cells, n_genes = counts.shape
+    members = membership_matrix(groups, n_cells)
+    dense = _dense_is_cheaper(members, counts)
+    by_cell = members.tocsc()
+    out = np.zeros((len(groups), n_genes), dtype=np.float32)
+    for start, block in _cell_blocks(counts, max(1, _DENSE_ELEMENTS // max(n_genes, 1)) if dense else None):
+        part = by_cell[:, start : start + block.shape[0]].tocsr()
+        values = block.toarray().astype(np.float32, copy=False) if dense else block
+        for first in range(0, len(groups), _BLOCK_SAMPLES):
+            rows = part[first : first + _BLOCK_SAMPLES]
+            if rows.nnz:
+                product = rows.toarray() @ values if dense else (rows @ values).toarray()
+                out[first : first + _BLOCK_SAMPLES] += product
     return out
 
 
@@ -176,6 +226,7 @@ def mix_counts(
     labels: np.ndarray,
     n_samples: int,
     *,
+    cells: np.ndarray | None = None,
     cells_per_sample: int = 500,
     alpha: float = 1.0,
     sparse_fraction: float = 0.0,
@@ -187,9 +238,12 @@ def mix_counts(
     Parameters
     ----------
     counts
-        Cells x genes raw counts (dense or sparse).
+        Cells x genes raw counts: dense, sparse, or :class:`~cellsmith.data.rows.CountRows`
+        (in memory or backed); read by blocks of cells, never densified whole.
     labels
         Cell-type label of every row of ``counts``.
+    cells
+        Indices of the rows to draw from (all rows by default); the others are never drawn.
     n_samples, cells_per_sample
         Number of mixtures and of cells summed in each.
     alpha
@@ -207,8 +261,11 @@ def mix_counts(
         )
     if not 0.0 <= sparse_fraction <= 1.0 or alpha <= 0:
         raise InputError(f"alpha must be > 0 and sparse_fraction in [0, 1]; got {alpha}, {sparse_fraction}.")
+    rows = as_count_rows(counts)
+    cells = np.arange(labels.size) if cells is None else np.asarray(cells)
+    labels = labels[cells]
     types = list(cell_types) if cell_types is not None else sorted(set(labels))
-    cells_of = [np.flatnonzero(labels == t) for t in types]
+    cells_of = [cells[labels == t] for t in types]
     empty = [t for t, cells in zip(types, cells_of) if cells.size == 0]
     if empty:
         raise InputError(f"cell types {empty} have no cells to draw from.")
@@ -219,10 +276,17 @@ def mix_counts(
     n_per_type = rng.multinomial(cells_per_sample, props)
     groups = _draw_cells(cells_of, n_per_type, rng)
     return Mixtures(
-        counts=_sum_cells(counts, groups),
+        counts=_sum_cells(rows, groups),
         proportions=n_per_type / cells_per_sample,
         cell_types=types,
     )
+
+
+def cpm_in_place(values: np.ndarray) -> np.ndarray:
+    """CPM of summed counts, converted block by block in place (no float64 copy of the whole)."""
+    for start in range(0, len(values), _BLOCK_SAMPLES):
+        values[start : start + _BLOCK_SAMPLES] = normalize.cpm(values[start : start + _BLOCK_SAMPLES])
+    return values
 
 
 def pseudobulk(
@@ -266,23 +330,18 @@ def pseudobulk(
     if scale not in ("cpm", "counts"):
         raise InputError(f"pseudo-bulk scale must be 'cpm' or 'counts', got '{scale}'.")
     labels = cell_type_labels(reference, cell_type_key)
-    counts = require_counts(reference, layer=counts_layer)
-    if cells is not None:
-        counts, labels = counts[cells], labels[cells]
     mixed = mix_counts(
-        counts,
+        count_rows(reference, layer=counts_layer),
         labels,
         n_samples,
+        cells=cells,
         cells_per_sample=cells_per_sample,
         alpha=alpha,
         sparse_fraction=sparse_fraction,
         cell_types=cell_types,
         seed=seed,
     )
-    values = mixed.counts
-    if scale == "cpm":  # converted block by block in place: no float64 copy of the whole output
-        for start in range(0, n_samples, _BLOCK_SAMPLES):
-            values[start : start + _BLOCK_SAMPLES] = normalize.cpm(values[start : start + _BLOCK_SAMPLES])
+    values = cpm_in_place(mixed.counts) if scale == "cpm" else mixed.counts
     out = ad.AnnData(
         X=values,
         obs=pd.DataFrame(index=[f"pseudobulk{i}" for i in range(n_samples)]),
@@ -298,7 +357,7 @@ def pseudobulk(
             "alpha": alpha,
             "sparse_fraction": sparse_fraction,
             "scale": scale,
-            "n_reference_cells": int(labels.size),
+            "n_reference_cells": int(labels.size if cells is None else len(cells)),
             "seed": seed,
         }
     }

@@ -27,6 +27,10 @@ def train(
     progress: Optional[bool] = typer.Option(
         None, "--progress/--no-progress", help="Show the progress bar (default: the config's progress_bar)."
     ),
+    backed: bool = typer.Option(
+        False, "--backed", help="Read the reference's counts (X, CSR) from disk by blocks of cells instead of "
+        "loading them: for references larger than memory; the same model as in memory."
+    ),
     max_epochs: Optional[int] = MAX_EPOCHS,
     max_steps: Optional[int] = MAX_STEPS,
     accelerator: Optional[str] = ACCELERATOR,
@@ -38,6 +42,7 @@ def train(
     Options of --config are overridden by the flags given.
     """
     from cellsmith.data import read, read_bulk
+    from cellsmith.data.rows import read_backed
     from cellsmith.deconvolution.config import DeconvolutionConfig
     from cellsmith.deconvolution.model import Deconvolver
 
@@ -51,7 +56,7 @@ def train(
         devices=devices,
         precision=precision,
     )
-    adata = read(reference)
+    adata = read_backed(reference) if backed else read(reference)
     genes = list(read_bulk(genes_from).var_names) if genes_from is not None else None
     model = Deconvolver(options).train(adata, cell_type_key=cell_type_key, counts_layer=counts_layer, genes=genes)
     model.save(out_dir)

@@ -35,6 +35,11 @@ class DeconvolutionConfig(TrainingConfig):
     n_train_samples: int = Field(8000, ge=1)
     n_val_samples: int = Field(1000, ge=1)
     val_fraction: float = Field(0.2, gt=0, lt=1, description="Share of cells kept for validation.")
+    vae_cells_per_type: int = Field(
+        5000, ge=1, description="The VAE branch keeps at most this many training (and validation) cells "
+        "per type, drawn with the seed, sparse (bounds its memory on large references; pseudo-bulks "
+        "still draw from every cell)."
+    )
     gene_noise_sd: float = Field(
         0.3, ge=0, description="SD of per-sample, per-gene log-normal factors on training pseudo-bulk "
         "(re-drawn every batch): sample-to-sample and protocol variation the reference cells lack."

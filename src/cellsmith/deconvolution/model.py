@@ -29,15 +29,16 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from cellsmith._logging import logger, seed_everything
-from cellsmith.data import GeneSpace, normalize, require_counts, require_linear
+from cellsmith.data import GeneSpace, normalize, require_linear
 from cellsmith.data.audit import describe_source
-from cellsmith.data.pseudobulk import cell_type_labels, check_type_sizes, pseudobulk
+from cellsmith.data.pseudobulk import as_count_rows, cell_type_labels, check_type_sizes, cpm_in_place, mix_counts
+from cellsmith.data.rows import CountRows, count_rows
 from cellsmith.data.splits import split_indices
 from cellsmith.deconvolution.config import DeconvolutionConfig
 from cellsmith.deconvolution.module import HPVADE
 from cellsmith.deconvolution.nnls import nnls_proportions
 from cellsmith.deconvolution.plan import HPVADEPlan
-from cellsmith.deconvolution.reference import consistent_marker_scores, mean_cpm_by_type, select_genes
+from cellsmith.deconvolution.reference import consistent_marker_scores, group_means, select_genes, type_codes
 from cellsmith.errors import (
     CellsmithDeprecationWarning,
     ConfigError,
@@ -167,7 +168,11 @@ class Deconvolver(CellsmithModel):
         Parameters
         ----------
         reference
-            Cells x genes, raw counts in X (or ``counts_layer``), labels in ``cell_type_key``.
+            Cells x genes, raw counts in X (or ``counts_layer``), labels in ``cell_type_key``;
+            in memory or opened backed (:func:`cellsmith.data.rows.read_backed`), when it is
+            read by blocks of cells (the same model for the same seed). The counts are never
+            densified whole: statistics and pseudo-bulks are summed block by block, and the
+            VAE branch keeps at most ``vae_cells_per_type`` cells per type, sparse.
         genes
             Restrict training to these genes (e.g. those a bulk data set has: ``--genes-from``).
 
@@ -179,32 +184,36 @@ class Deconvolver(CellsmithModel):
         config = self.config
         what = describe_source(reference)
         labels = cell_type_labels(reference, cell_type_key, what=what)
-        counts = sp.csr_matrix(require_counts(reference, layer=counts_layer))
+        counts = count_rows(reference, layer=counts_layer)
         cell_types = check_type_sizes(labels, what=what)
         gene_names = np.asarray(reference.var_names, dtype=str)
         if genes is not None:
             keep = np.flatnonzero(np.isin(gene_names, np.asarray(list(genes), dtype=str)))
             logger.info("restricted to the %d of %d reference genes the bulk has", keep.size, gene_names.size)
-            counts, gene_names = counts[:, keep], gene_names[keep]
+            counts, gene_names = _take_columns(counts, keep), gene_names[keep]
         seed_everything(config.seed)
         # Every type with >= 2 cells has cells on both sides (check_type_sizes refused fewer).
         parts = split_indices(labels.size, {"validation": config.val_fraction}, seed=config.seed, groups=labels)
         train_cells, val_cells = parts["train"], parts["validation"]
 
-        chosen = self._marker_genes(counts[train_cells], labels[train_cells], cell_types, gene_names)
-        counts = counts[:, chosen]
+        chosen = self._marker_genes(counts, labels, train_cells, cell_types, gene_names)
+        counts = _take_columns(counts, chosen)
         self.genespace = GeneSpace(gene_names[chosen])
         self.cell_types = cell_types
-        self.reference_signature = mean_cpm_by_type(counts[train_cells], labels[train_cells], cell_types)
+        groups = np.full(labels.size, -1, dtype=np.int64)
+        groups[train_cells] = type_codes(labels[train_cells], cell_types)
+        means = group_means(counts, groups, len(cell_types))
+        self.reference_signature = means.cpm
         logger.info(
             "signature S initialised from the mean CPM of %d training cells per type (%s) over "
             "%d genes",
             train_cells.size,
-            ", ".join(f"{t}: {int(np.sum(labels[train_cells] == t))}" for t in cell_types),
+            ", ".join(f"{t}: {int(n)}" for t, n in zip(cell_types, means.sizes)),
             len(self.genespace),
         )
-        totals = np.asarray(counts[train_cells].sum(axis=1)).ravel()
-        per_cell = np.array([totals[labels[train_cells] == t].mean() for t in cell_types])
+        # In the counts' precision (float32 for most h5ad files), as the whole-matrix means were.
+        dtype = counts.matrix.dtype
+        per_cell = means.totals.astype(dtype if np.issubdtype(dtype, np.floating) else np.float64)
         content = per_cell / per_cell.mean()
         logger.info(
             "mRNA content per cell (mean counts over the model's genes, relative): %s",
@@ -220,7 +229,10 @@ class Deconvolver(CellsmithModel):
         self._fit(counts, labels, train_cells, val_cells)
         return self
 
-    def _marker_genes(self, counts, labels: np.ndarray, cell_types: list[str], gene_names: np.ndarray) -> np.ndarray:
+    def _marker_genes(
+        self, counts: CountRows, labels: np.ndarray, train_cells: np.ndarray, cell_types: list[str],
+        gene_names: np.ndarray,
+    ) -> np.ndarray:
         """Indices of the model's genes, chosen on the training cells only."""
         config = self.config
         markers = config.n_marker_genes is not None
@@ -231,16 +243,17 @@ class Deconvolver(CellsmithModel):
             min_mean_cpm=config.min_mean_cpm if markers else 0.0,
             min_cell_fraction=config.min_cell_fraction if markers else 0.0,
             seed=config.seed,
+            cells=train_cells,
         )
         return select_genes(
             gene_names, scores, n_per_type=config.n_marker_genes, exclude_patterns=config.exclude_gene_patterns
         )
 
     def _pseudobulk_tensors(self, counts, labels, cells, n_samples: int, seed: int):
-        obs = pd.DataFrame({"cell_type": labels}, index=[f"cell{i}" for i in range(labels.size)])
-        reference = ad.AnnData(X=counts, obs=obs)
-        bulk = pseudobulk(
-            reference,
+        """(CPM, true proportions) tensors of ``n_samples`` pseudo-bulks of the rows ``cells``."""
+        mixed = mix_counts(
+            as_count_rows(counts),
+            labels,
             n_samples,
             cells=cells,
             cell_types=self.cell_types,
@@ -249,12 +262,16 @@ class Deconvolver(CellsmithModel):
             sparse_fraction=self.config.sparse_fraction,
             seed=seed,
         )
-        return torch.from_numpy(bulk.X), torch.as_tensor(bulk.obsm["proportions"].to_numpy(), dtype=torch.float32)
+        return torch.from_numpy(cpm_in_place(mixed.counts)), torch.as_tensor(mixed.proportions, dtype=torch.float32)
 
-    def _cell_tensors(self, counts, labels, cells):
-        log_cells = normalize.log1p_normalize(counts[cells]).toarray().astype(np.float32)
-        codes = np.array(pd.Categorical(labels[cells], categories=self.cell_types).codes, dtype=np.int64)
-        return torch.from_numpy(log_cells), torch.from_numpy(codes)
+    def _vae_cells(
+        self, counts: CountRows, labels: np.ndarray, cells: np.ndarray
+    ) -> tuple[sp.csr_matrix, torch.Tensor]:
+        """log1p(CP10k) of the VAE branch's cells (CSR; the plan densifies a batch at a time) and
+        their type codes: ``cells``, at most ``vae_cells_per_type`` per type (seeded draw)."""
+        cells = cap_per_type(cells, labels[cells], self.config.vae_cells_per_type, seed=self.config.seed)
+        log_cells = normalize.log1p_normalize(counts.take(cells))
+        return sp.csr_matrix(log_cells, dtype=np.float32), torch.from_numpy(type_codes(labels[cells], self.cell_types))
 
     def _fit(self, counts, labels, train_cells, val_cells) -> None:
         config = self.config
@@ -263,8 +280,8 @@ class Deconvolver(CellsmithModel):
         plan = HPVADEPlan(
             self.module,
             config,
-            self._cell_tensors(counts, labels, train_cells),
-            self._cell_tensors(counts, labels, val_cells),
+            self._vae_cells(counts, labels, train_cells),
+            self._vae_cells(counts, labels, val_cells),
         )
         generator = torch.Generator().manual_seed(config.seed)
         train_loader = DataLoader(
@@ -452,6 +469,27 @@ class Deconvolver(CellsmithModel):
         return ModelFiles(
             path=path, config=config, setup=setup, weights=weights, genespace=GeneSpace.read(path / "genespace.json")
         )
+
+
+def cap_per_type(cells: np.ndarray, labels: np.ndarray, limit: int, *, seed: int) -> np.ndarray:
+    """``cells`` (in their order) with at most ``limit`` of each label, drawn with ``seed``."""
+    keep = np.ones(cells.size, dtype=bool)
+    rng = np.random.default_rng([seed, limit])
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        if members.size > limit:
+            keep[members] = False
+            keep[rng.choice(members, limit, replace=False)] = True
+    return cells[keep]
+
+
+def _take_columns(counts: CountRows, columns: np.ndarray) -> CountRows:
+    """The columns ``columns`` of ``counts``: copied out in memory (a smaller CSR matrix), a
+    column selection applied to every block read when backed."""
+    selected = columns if counts.columns is None else counts.columns[columns]
+    if counts.backed:
+        return CountRows(counts.matrix, backed=True, columns=selected)
+    return CountRows(counts.matrix[:, selected])
 
 
 def build_module(config: DeconvolutionConfig, signature: np.ndarray, content: np.ndarray) -> HPVADE:

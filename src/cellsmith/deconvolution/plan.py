@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import scipy.sparse as sp
 import torch
 
 from cellsmith._logging import logger
@@ -12,6 +13,7 @@ from cellsmith.data import normalize
 from cellsmith.deconvolution.config import DeconvolutionConfig
 from cellsmith.deconvolution.module import HPVADE, LossWeights
 from cellsmith.nn import LossOutput, TrainingPlan
+from cellsmith.nn.batches import dense_batch
 
 #: A weighted loss term this many times larger than every other one drowns them out.
 DOMINANCE_RATIO = 1e3
@@ -93,16 +95,16 @@ class HPVADEPlan(TrainingPlan):
     config
         Loss weights, augmentation, batch sizes and optimiser options.
     train_cells, val_cells
-        ``(C, G)`` log1p(CP10k) cells and their ``(C,)`` type codes; moved to the training
-        device once, when fitting starts.
+        ``(C, G)`` log1p(CP10k) cells (CSR) and their ``(C,)`` type codes; a batch of cells is
+        densified on the training device when it is taken.
     """
 
     def __init__(
         self,
         module: HPVADE,
         config: DeconvolutionConfig,
-        train_cells: tuple[torch.Tensor, torch.Tensor],
-        val_cells: tuple[torch.Tensor, torch.Tensor],
+        train_cells: tuple[sp.csr_matrix, torch.Tensor],
+        val_cells: tuple[sp.csr_matrix, torch.Tensor],
     ):
         super().__init__(module, config)
         self.weights = loss_weights(config)
@@ -122,16 +124,13 @@ class HPVADEPlan(TrainingPlan):
         size = self.config.cell_batch_size
         if stage == "train":
             # Drawn by the CPU generator (seeded per epoch): the same cells on every device.
-            index = torch.randint(0, cells.shape[0], (size,)).to(cells.device)
+            index = torch.randint(0, cells.shape[0], (size,))
         else:
             # Deterministic cell batches: the same validation loss for the same weights.
             start = self._val_batch * size
             self._val_batch += 1
-            index = torch.arange(start, start + size, device=cells.device) % cells.shape[0]
-        return cells[index], codes[index]
-
-    def on_fit_start(self) -> None:
-        self.cells = {stage: tuple(t.to(self.device) for t in pair) for stage, pair in self.cells.items()}
+            index = torch.arange(start, start + size) % cells.shape[0]
+        return dense_batch(cells[index.numpy()], self.device), codes[index].to(self.device)
 
     def on_validation_epoch_start(self) -> None:
         self._val_batch = 0

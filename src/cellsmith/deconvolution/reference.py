@@ -1,19 +1,24 @@
 """From a labelled raw-count reference to what HP-VADE trains on: genes, signature, cells.
 
 Functions here take arrays (counts, labels) so that the user-facing class keeps the AnnData
-contract and the steps stay testable one by one.
+contract and the steps stay testable one by one. Counts are a dense or sparse matrix or
+:class:`~cellsmith.data.rows.CountRows` (in memory or backed); every statistic is accumulated
+over blocks of cells (:func:`group_means`), so a reference is never densified or copied whole.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from cellsmith._logging import logger
 from cellsmith.data import normalize
+from cellsmith.data.pseudobulk import as_count_rows
 from cellsmith.data.splits import split_indices
 from cellsmith.errors import GeneSpaceError
 
@@ -21,9 +26,71 @@ from cellsmith.errors import GeneSpaceError
 MIN_GENES = 20
 
 
-def _by_type(matrix, labels: np.ndarray, cell_types: Sequence[str]) -> np.ndarray:
-    """``(n_genes, n_types)`` column means of ``matrix`` over the rows of each type."""
-    return np.stack([np.asarray(matrix[labels == t].mean(axis=0)).ravel() for t in cell_types], axis=1)
+@dataclass
+class GroupMeans:
+    """Means over the cells of each group (e.g. a cell type), accumulated block by block.
+
+    Attributes
+    ----------
+    cpm, detection
+        ``(n_genes, n_groups)`` mean CPM of the cells of each group, and share of them in which
+        each gene is detected.
+    totals
+        ``(n_groups,)`` mean total counts per cell of each group (exact sum / size).
+    sizes
+        ``(n_groups,)`` cells per group.
+    """
+
+    cpm: np.ndarray
+    detection: np.ndarray
+    totals: np.ndarray
+    sizes: np.ndarray
+
+
+def type_codes(labels: np.ndarray, cell_types: Sequence[str]) -> np.ndarray:
+    """``(n_cells,)`` index of each cell's label in ``cell_types`` (-1 for other labels)."""
+    return pd.Categorical(np.asarray(labels, dtype=str), categories=list(cell_types)).codes.astype(np.int64)
+
+
+def group_means(counts, groups: np.ndarray, n_groups: int) -> GroupMeans:
+    """Mean CPM, detection and total counts per group, reading the cells block by block.
+
+    Each cell enters its group's mean CPM and detection with weight ``1 / group size``, summed
+    in row order: within one block the same arithmetic as ``matrix[rows].mean(axis=0)`` of
+    scipy, so thresholds on these means (``min_cell_fraction``) decide as they did on whole
+    matrices.
+
+    Parameters
+    ----------
+    counts
+        Cells x genes raw counts (matrix or :class:`~cellsmith.data.rows.CountRows`).
+    groups
+        ``(n_cells,)`` group of each cell in ``0 .. n_groups-1``; -1: the cell is skipped.
+    """
+    rows = as_count_rows(counts)
+    n_genes = rows.shape[1]
+    sizes = np.bincount(groups[groups >= 0], minlength=n_groups)
+    weights = 1.0 / np.maximum(sizes, 1)
+    cpm, detected = np.zeros((n_groups, n_genes)), np.zeros((n_groups, n_genes))
+    totals = np.zeros(n_groups)
+    for start, block in rows.blocks():
+        codes = groups[start : start + block.shape[0]]
+        keep = np.flatnonzero(codes >= 0)
+        if not keep.size:
+            continue
+        member = sp.csr_matrix((weights[codes[keep]], (codes[keep], keep)), shape=(n_groups, block.shape[0]))
+        block = sp.csr_matrix(block, dtype=np.float64)
+        cpm += (member @ normalize.cpm(block)).toarray()
+        detected += (member @ (block > 0).astype(np.float64)).toarray()
+        totals += np.bincount(codes[keep], np.asarray(block.sum(axis=1)).ravel()[keep], minlength=n_groups)
+    empty = sizes == 0  # a group without cells has no mean (NaN), as the mean of no rows
+    cpm[empty], detected[empty] = np.nan, np.nan
+    return GroupMeans(
+        cpm=np.ascontiguousarray(cpm.T),  # C order: the signature parameter is built from it
+        detection=np.ascontiguousarray(detected.T),
+        totals=totals / np.where(empty, np.nan, sizes),
+        sizes=sizes,
+    )
 
 
 def mean_cpm_by_type(counts, labels: np.ndarray, cell_types: Sequence[str]) -> np.ndarray:
@@ -31,12 +98,12 @@ def mean_cpm_by_type(counts, labels: np.ndarray, cell_types: Sequence[str]) -> n
 
     This is the initial signature ``S`` of HP-VADE and the signature of the NNLS baseline.
     """
-    return _by_type(normalize.cpm(sp.csr_matrix(counts, dtype=np.float64)), labels, cell_types)
+    return group_means(counts, type_codes(labels, cell_types), len(cell_types)).cpm
 
 
 def detection_by_type(counts, labels: np.ndarray, cell_types: Sequence[str]) -> np.ndarray:
     """``(n_genes, n_types)`` share of the cells of each type in which a gene is detected."""
-    return _by_type(sp.csr_matrix(counts) > 0, labels, cell_types)
+    return group_means(counts, type_codes(labels, cell_types), len(cell_types)).detection
 
 
 def marker_scores(
@@ -58,23 +125,31 @@ def marker_scores(
 
 def consistent_marker_scores(
     counts, labels: np.ndarray, cell_types: Sequence[str], *, min_mean_cpm: float,
-    min_cell_fraction: float, seed: int = 0,
+    min_cell_fraction: float, seed: int = 0, cells: np.ndarray | None = None,
 ) -> np.ndarray:
     """The smaller of the :func:`marker_scores` of two disjoint halves of the cells.
 
     Ranking genes by the score of the cells they were chosen on overrates the winners (a gene
     chosen for a high fold change in these cells has a lower one in new cells); requiring the
-    fold change in both halves keeps markers that hold across cells.
+    fold change in both halves keeps markers that hold across cells. ``cells`` (default: all)
+    are the rows split into halves; both halves are summed in one pass over the counts.
     """
-    halves = split_indices(len(labels), {"half": 0.5}, seed=seed, groups=labels).values()
+    cells = np.arange(len(labels)) if cells is None else np.asarray(cells)
+    n_types = len(cell_types)
+    halves = split_indices(cells.size, {"half": 0.5}, seed=seed, groups=labels[cells]).values()
+    groups = np.full(len(labels), -1, dtype=np.int64)
+    for h, half in enumerate(halves):
+        groups[cells[half]] = type_codes(labels[cells[half]], cell_types) + h * n_types
+    means = group_means(counts, groups, 2 * n_types)
+    mean_cpm, detection = means.cpm, means.detection
     return np.minimum(*[
         marker_scores(
-            mean_cpm_by_type(counts[half], labels[half], cell_types),
-            detection_by_type(counts[half], labels[half], cell_types),
+            mean_cpm[:, h * n_types : (h + 1) * n_types],
+            detection[:, h * n_types : (h + 1) * n_types],
             min_mean_cpm=min_mean_cpm,
             min_cell_fraction=min_cell_fraction,
         )
-        for half in halves
+        for h in range(2)
     ])
 
 
