@@ -23,6 +23,7 @@ from cellsmith.data.normalize import log1p_normalize
 from cellsmith.data.rows import CountRows, shuffled_row_batches
 from cellsmith.errors import GeneSpaceError
 from cellsmith.nn.batches import dense_batch
+from cellsmith.scvi.batches import process_rank, shard
 
 
 class GeneRemap:
@@ -215,7 +216,9 @@ class RemappedCells(torch.utils.data.Dataset):
 
 class EpochBatches(torch.utils.data.IterableDataset):
     """:meth:`RemappedCells.batches` of ``rows`` as a torch dataset: every ``iter()`` (one per
-    training epoch) is the next epoch, reshuffled from ``(seed, epoch)``."""
+    training epoch) is the next epoch, reshuffled from ``(seed, epoch)``. In a multi-device run
+    each process takes its share of every global batch (``rows[rank::world]``), so the averaged
+    gradient is that of the global batch."""
 
     def __init__(self, cells: RemappedCells, rows: np.ndarray, *, batch_size: int, seed: int, shuffle: bool):
         self.cells, self.rows = cells, rows
@@ -224,7 +227,14 @@ class EpochBatches(torch.utils.data.IterableDataset):
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         epoch, self.epoch = self.epoch, self.epoch + 1
-        return self.cells.batches(self.rows, batch_size=self.batch_size, seed=self.seed, epoch=epoch, shuffle=self.shuffle)
+        rank, world = process_rank()
+        for batch in self.cells.batches(
+            self.rows, batch_size=self.batch_size, seed=self.seed, epoch=epoch, shuffle=self.shuffle
+        ):
+            if world > 1:
+                mine = torch.from_numpy(shard(np.arange(batch["x"].shape[0]), rank, world))
+                batch = {key: value[mine] for key, value in batch.items()}
+            yield batch
 
 
 def collate_batch(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
