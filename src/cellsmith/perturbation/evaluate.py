@@ -87,7 +87,8 @@ def real_in_prediction_space(
             "evaluate against the screen the model was fine-tuned on."
         )
     return ad.AnnData(
-        X=remap.transform(count_rows(real, layer=counts_layer), rows=keep), obs=real.obs.iloc[np.flatnonzero(keep)][[perturbation_key]].copy(),
+        X=remap.transform(count_rows(real, layer=counts_layer), rows=keep),
+        obs=real.obs.iloc[np.flatnonzero(keep)][[perturbation_key]].copy(),
         var=pd.DataFrame(index=pred.var_names.copy()),
     )
 

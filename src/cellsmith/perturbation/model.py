@@ -230,7 +230,8 @@ class PerturbationModel(CellsmithModel):
         remap = GeneRemap(self.genespace, list(adata.var_names), name="controls")
         x = remap.transform(count_rows(adata, layer=layer), rows=is_control)
         key = self.config.context_key
-        contexts = adata.obs[key].astype(str).to_numpy()[is_control] if key and key in adata.obs else np.full(x.shape[0], "all")
+        has_contexts = bool(key) and key in adata.obs
+        contexts = adata.obs[key].astype(str).to_numpy()[is_control] if has_contexts else np.full(x.shape[0], "all")
         return x, contexts
 
     def predict(
