@@ -33,7 +33,7 @@ def test_remapped_pretraining_batch_equals_hand_built_expectation():
             np.testing.assert_allclose(batch["x"].numpy(), expected_x, rtol=1e-6)
             np.testing.assert_array_equal(batch["observed"].numpy(), expected_observed)
     assert cells.mapped_per_source == {"first": 2, "second": 2}
-    assert sp.issparse(cells._sources[0].counts)
+    assert sp.issparse(cells._sources[0].counts.matrix)
 
 
 def test_fine_tuning_with_a_shuffled_gene_order_is_refused():

@@ -96,8 +96,10 @@ class HVGSelection:
 
 
 def _expressed_fraction(counts) -> np.ndarray:
-    if sp.issparse(counts):
-        return np.asarray((counts > 0).sum(axis=0)).ravel() / counts.shape[0]
+    if sp.issparse(counts):  # counted on the stored values: no boolean copy of the matrix
+        counts = sp.csr_matrix(counts)
+        positive = counts.indices[counts.data > 0]
+        return np.bincount(positive, minlength=counts.shape[1]) / counts.shape[0]
     return (np.asarray(counts) > 0).mean(axis=0)
 
 
@@ -166,7 +168,8 @@ def cross_dataset_hvg(
     total_cells = sum(a.n_obs for a in datasets.values())
     for name, a in datasets.items():
         cols = a.var_names.get_indexer(common)
-        x = counts[name][:, cols]
+        # Gene order already that of the intersection (one dataset, or the same genes): no copy.
+        x = counts[name] if np.array_equal(cols, np.arange(a.n_vars)) else counts[name][:, cols]
         keep &= _expressed_fraction(x) >= min_cell_fraction
         dispersion += _normalized_dispersion(x, common) * (a.n_obs / total_cells)
     candidates = common[keep.to_numpy()]

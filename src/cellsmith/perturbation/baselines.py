@@ -25,8 +25,15 @@ from cellsmith.errors import GeneSpaceError, InputError
 BASELINES: tuple[str, ...] = ("no_change", "perturbation_mean", "linear")
 
 
-def _mean_rows(x: sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
-    return np.asarray(x[rows].mean(axis=0)).ravel()
+def group_means(x: sp.csr_matrix, labels: np.ndarray, groups: list[str]) -> np.ndarray:
+    """``(len(groups), G)`` mean row of each group of ``labels``, as one sparse product
+    (averaging matrix x CSR cells): no row is copied or densified."""
+    code = {g: i for i, g in enumerate(groups)}
+    index = np.array([code.get(label, -1) for label in labels])
+    rows = np.flatnonzero(index >= 0)
+    sizes = np.bincount(index[rows], minlength=len(groups)).astype(np.float64)
+    average = sp.csr_matrix((1.0 / sizes[index[rows]], (index[rows], rows)), shape=(len(groups), x.shape[0]))
+    return np.asarray((average @ x).toarray())
 
 
 @dataclass
@@ -61,12 +68,13 @@ class Baselines:
         n_components: int = 10,
         ridge: float = 0.1,
     ) -> Baselines:
-        """Fit on training cells ``x`` (log1p(CP10k), cells x genes of ``genespace``)."""
-        targets = sorted(set(labels) - {control_label})
+        """Fit on the cells ``x`` (CSR log1p(CP10k), cells x genes of ``genespace``) whose
+        ``labels`` are not None (e.g. None for all but the training cells)."""
+        targets = sorted(set(labels) - {control_label, None})
         if not targets:
             raise InputError("the baselines need at least one training perturbation; got none.")
-        control = _mean_rows(x, np.flatnonzero(labels == control_label))
-        shifts = np.stack([_mean_rows(x, np.flatnonzero(labels == t)) - control for t in targets], 1)  # (G, P)
+        means = group_means(x, labels, [control_label, *targets])
+        shifts = (means[1:] - means[0]).T  # (G, P)
         mean_shift = shifts.mean(1)
         centered = shifts - mean_shift[:, None]
         k = max(1, min(n_components, min(centered.shape) - 1))

@@ -38,9 +38,13 @@ def pretrain(
     accelerator: Optional[str] = ACCELERATOR,
     devices: Optional[str] = DEVICES,
     precision: Optional[str] = PRECISION,
+    backed: bool = typer.Option(
+        False, "--backed", help="Read the h5ad files from disk by row blocks instead of loading them (counts in X, CSR)."
+    ),
 ) -> None:
     """Learn one embedding per gene of the gene space from unperturbed cells."""
     from cellsmith.data import read
+    from cellsmith.data.rows import read_backed
     from cellsmith.perturbation.config import PretrainConfig
     from cellsmith.perturbation.workflow import is_main_process, read_genespace, run_pretrain
 
@@ -48,7 +52,7 @@ def pretrain(
         config, max_epochs=max_epochs, max_steps=max_steps, accelerator=accelerator, devices=devices, precision=precision
     )
     space = read_genespace(genes)
-    datasets = {name: read(path) for name, path in zip(_dataset_names(data), data)}
+    datasets = {name: (read_backed if backed else read)(path) for name, path in zip(_dataset_names(data), data)}
     result = run_pretrain(datasets, space, out_dir, config=cfg, counts_layer=counts_layer)
     if not is_main_process():
         return

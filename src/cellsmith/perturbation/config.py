@@ -30,7 +30,7 @@ class PretrainConfig(TrainingConfig):
     learning_rate: float = Field(3e-3, gt=0.0, description="AdamW learning rate.")
     weight_decay: float = Field(1e-4, ge=0.0, description="AdamW weight decay.")
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of cells for early stopping (20 cells or more).")
-    cache: bool = Field(False, description="Keep remapped rows in memory after first use.")
+    cache: bool = Field(False, description="Remap the cells once and keep them in memory (sparse) instead of per batch.")
     num_threads: int | None = Field(1, ge=1, description=_THREADS_HELP)
 
 

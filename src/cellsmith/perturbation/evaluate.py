@@ -19,7 +19,8 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from cellsmith._logging import logger
-from cellsmith.data import GeneSpace, require_counts
+from cellsmith.data import GeneSpace
+from cellsmith.data.rows import count_rows
 from cellsmith.errors import InputError
 from cellsmith.metrics.perturbation import REGISTRY, VCC_METRICS
 from cellsmith.perturbation.baselines import BASELINES, Baselines
@@ -66,8 +67,8 @@ def _mean_shift(adata: ad.AnnData, key: str, control_label: str, targets: list[s
 def real_in_prediction_space(
     real: ad.AnnData, pred: ad.AnnData, *, perturbation_key: str, control_label: str, counts_layer: str | None = None
 ) -> ad.AnnData:
-    """Real raw-count cells (X or ``counts_layer``) of the predicted perturbations, as
-    log1p(CP10k) in ``pred``'s genes."""
+    """Real raw-count cells (X or ``counts_layer``) of the predicted perturbations, as CSR
+    log1p(CP10k) in ``pred``'s genes (read and converted block by block, never densified)."""
     require_obs_column(real, perturbation_key, "perturbation")
     predicted = set(pred.obs[perturbation_key].astype(str))
     labels = real.obs[perturbation_key].astype(str).to_numpy()
@@ -78,7 +79,6 @@ def real_in_prediction_space(
             "evaluate against a file with those perturbations (e.g. heldout_real.h5ad of the model)."
         )
     keep = np.isin(labels, list(predicted))
-    counts = sp.csr_matrix(require_counts(real, layer=counts_layer))[keep]
     space = GeneSpace(pred.var_names)
     remap = GeneRemap(space, list(real.var_names), name="real data")
     if remap.n_mapped < len(space):
@@ -87,7 +87,8 @@ def real_in_prediction_space(
             "evaluate against the screen the model was fine-tuned on."
         )
     return ad.AnnData(
-        X=remap.transform(counts).toarray(), obs=real.obs.iloc[np.flatnonzero(keep)][[perturbation_key]].copy(),
+        X=remap.transform(count_rows(real, layer=counts_layer), rows=keep),
+        obs=real.obs.iloc[np.flatnonzero(keep)][[perturbation_key]].copy(),
         var=pd.DataFrame(index=pred.var_names.copy()),
     )
 

@@ -13,9 +13,11 @@ import scipy.sparse as sp
 import torch
 
 from cellsmith._logging import logger, seed_everything
-from cellsmith.data import GeneSpace, require_counts
+from cellsmith.data import GeneSpace
+from cellsmith.data.rows import BLOCK_ROWS, CountRows, count_rows
 from cellsmith.errors import GeneSpaceError, InputError
 from cellsmith.nn import TrainingPlan, torch_threads
+from cellsmith.nn.batches import dense_batch
 from cellsmith.nn.base import CellsmithModel, deprecated
 from cellsmith.nn.saving import ModelFiles, load_legacy_state
 from cellsmith.perturbation.config import FinetuneConfig
@@ -195,11 +197,11 @@ class PerturbationModel(CellsmithModel):
 
     @torch.no_grad()
     def predict_cells(
-        self, controls: np.ndarray, contexts: np.ndarray, target: str, *, n_cells: int, rng: np.random.Generator
+        self, controls: sp.csr_matrix, contexts: np.ndarray, target: str, *, n_cells: int, rng: np.random.Generator
     ) -> np.ndarray:
-        """``n_cells`` perturbed cells (log1p(CP10k)) from control cells ``(n, G)`` in space
-        order: controls are drawn (with replacement when too few) and each context is one set,
-        run on :attr:`device`."""
+        """``n_cells`` perturbed cells (log1p(CP10k)) from control cells ``(n, G)`` (CSR, in space
+        order): controls are drawn (with replacement when too few), only the drawn rows are
+        densified, and each context is one set, run on :attr:`device`."""
         device = self.device
         module = self.module.to(device).eval()
         picked = rng.choice(controls.shape[0], n_cells, replace=controls.shape[0] < n_cells)
@@ -207,26 +209,29 @@ class PerturbationModel(CellsmithModel):
         index = torch.tensor([self.genespace.index(target)], device=device)
         for context in np.unique(contexts[picked]):
             at = np.flatnonzero(contexts[picked] == context)
-            cells = torch.from_numpy(controls[picked[at]]).float().to(device)[None]
+            cells = dense_batch(controls[picked[at]], device)[None]
             out[at] = module(cells, index)[0].cpu().numpy()
         return out
 
-    def controls_in_space(self, adata: ad.AnnData, *, counts_layer: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def controls_in_space(
+        self, adata: ad.AnnData, *, counts_layer: str | None = None
+    ) -> tuple[sp.csr_matrix, np.ndarray]:
         """Control cells of ``adata`` (raw counts in ``counts_layer``, by default the layer the
-        model was trained from) as log1p(CP10k) in space order, and their contexts."""
+        model was trained from) as CSR log1p(CP10k) in space order, and their contexts."""
+        is_control = np.ones(adata.n_obs, dtype=bool)
         if self.perturbation_key in adata.obs:
-            labels = adata.obs[self.perturbation_key].astype(str)
-            adata = adata[labels.to_numpy() == self.control_label]
-        if adata.n_obs == 0:
+            is_control = adata.obs[self.perturbation_key].astype(str).to_numpy() == self.control_label
+        if not is_control.any():
             raise InputError(
                 f"no control cells: every cell of the controls file has {self.perturbation_key} other "
                 f"than '{self.control_label}'; pass a file of control cells."
             )
         layer = counts_layer if counts_layer is not None else self.counts_layer
         remap = GeneRemap(self.genespace, list(adata.var_names), name="controls")
-        x = remap.transform(sp.csr_matrix(require_counts(adata, layer=layer))).toarray()
+        x = remap.transform(count_rows(adata, layer=layer), rows=is_control)
         key = self.config.context_key
-        contexts = adata.obs[key].astype(str).to_numpy() if key and key in adata.obs else np.full(adata.n_obs, "all")
+        has_contexts = bool(key) and key in adata.obs
+        contexts = adata.obs[key].astype(str).to_numpy()[is_control] if has_contexts else np.full(x.shape[0], "all")
         return x, contexts
 
     def predict(
@@ -234,6 +239,10 @@ class PerturbationModel(CellsmithModel):
         counts_layer: str | None = None,
     ) -> ad.AnnData:
         """Predicted perturbed cells of each target plus the control cells, in cell-eval's format.
+
+        The output is dense (predicted cells are): ``len(targets) x cells_per_target`` predicted
+        cells and the control cells, float32, filled target by target and the controls block by
+        block; the controls are read and kept sparse until then.
 
         Parameters
         ----------
@@ -255,19 +264,26 @@ class PerturbationModel(CellsmithModel):
         if cells_per_target < 1:
             raise InputError(f"--cells-per-target must be at least 1, got {cells_per_target}.")
         x, contexts = self.controls_in_space(controls, counts_layer=counts_layer)
+        n_predicted = len(targets) * cells_per_target
+        values = np.empty((n_predicted + x.shape[0], x.shape[1]), dtype=np.float32)
         with torch_threads(self.config.num_threads):
             rng = np.random.default_rng(seed)
             torch.manual_seed(seed)
-            blocks = [self.predict_cells(x, contexts, t, n_cells=cells_per_target, rng=rng) for t in targets]
+            for i, target in enumerate(targets):
+                values[i * cells_per_target : (i + 1) * cells_per_target] = self.predict_cells(
+                    x, contexts, target, n_cells=cells_per_target, rng=rng
+                )
+        for start, block in CountRows(x).blocks(BLOCK_ROWS):
+            values[n_predicted + start : n_predicted + start + block.shape[0]] = block.toarray()
         labels = [t for t in targets for _ in range(cells_per_target)] + [self.control_label] * x.shape[0]
         pred = ad.AnnData(
-            X=np.vstack([*blocks, x]).astype(np.float32),
+            X=values,
             obs=pd.DataFrame(
                 {self.perturbation_key: pd.Categorical(labels)}, index=[f"pred{i}" for i in range(len(labels))]
             ),
             var=pd.DataFrame(index=list(self.genespace.names)),
         )
-        pred.obs["context"] = np.concatenate([np.repeat("predicted", len(targets) * cells_per_target), contexts])
+        pred.obs["context"] = np.concatenate([np.repeat("predicted", n_predicted), contexts])
         pred.uns["cellsmith"] = {
             "perturbation": {
                 "genespace_digest": self.genespace.digest,

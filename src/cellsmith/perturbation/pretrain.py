@@ -19,7 +19,8 @@ import pandas as pd
 import torch
 
 from cellsmith._logging import logger, seed_everything
-from cellsmith.data import GeneSpace, require_counts
+from cellsmith.data import GeneSpace
+from cellsmith.data.rows import count_rows
 from cellsmith.data.splits import split_indices
 from cellsmith.errors import GeneSpaceError, InputError
 from cellsmith.nn import TrainingPlan
@@ -27,7 +28,7 @@ from cellsmith.nn.base import CellsmithModel, deprecated
 from cellsmith.nn.saving import ModelFiles
 from cellsmith.perturbation.config import PretrainConfig
 from cellsmith.perturbation.pretrain_module import GeneEmbeddingAE
-from cellsmith.perturbation.remap import RemappedCells, collate_batch
+from cellsmith.perturbation.remap import EpochBatches, RemappedCells, collate_batch
 from cellsmith.perturbation.saved import read_legacy_info, require_digest
 
 #: Fewer cells than this are all used for training (no validation cells, no early stopping).
@@ -70,7 +71,10 @@ class PretrainedGenes(CellsmithModel):
         Parameters
         ----------
         datasets
-            ``{name: AnnData of raw counts}``; genes are matched by name (``var_names``).
+            ``{name: AnnData of raw counts}``; genes are matched by name (``var_names``). An
+            AnnData opened backed (:func:`cellsmith.data.rows.read_backed`) is read from disk by
+            row blocks, shuffled between blocks and within a buffer of blocks; in memory the rows
+            are shuffled freely. Both give the same model up to the shuffling order.
         genespace
             The gene space (from :func:`cellsmith.data.cross_dataset_hvg`).
         counts_layer
@@ -82,13 +86,14 @@ class PretrainedGenes(CellsmithModel):
         if not datasets:
             raise InputError("pretraining needs at least one dataset; got none.")
         seed_everything(config.seed)
-        sources = [(name, require_counts(a, layer=counts_layer), list(a.var_names)) for name, a in datasets.items()]
+        sources = [(name, count_rows(a, layer=counts_layer), list(a.var_names)) for name, a in datasets.items()]
         cells = RemappedCells(sources, genespace, cache=config.cache)
         if len(cells) < 2:
             raise InputError(f"pretraining needs at least 2 cells; the datasets hold {len(cells)}.")
         logger.info(
-            "pretraining on %d cells in %d genes (digest %s); mapped per source: %s",
+            "pretraining on %d cells in %d genes (digest %s); mapped per source: %s%s",
             len(cells), len(genespace), genespace.digest, cells.mapped_per_source,
+            " (read from disk by row blocks)" if any(a.isbacked for a in datasets.values()) else "",
         )
         mean, sd = cells.gene_moments()
         self.genespace, self.counts_layer, self.mapped_per_source = genespace, counts_layer, cells.mapped_per_source
@@ -102,13 +107,10 @@ class PretrainedGenes(CellsmithModel):
         parts = split_indices(
             len(cells), {"val": config.val_fraction}, seed=config.seed, min_items=MIN_CELLS_TO_VALIDATE - 1
         )
-        generator = torch.Generator().manual_seed(config.seed)
 
         def loader(rows: np.ndarray, shuffle: bool) -> torch.utils.data.DataLoader:
-            return torch.utils.data.DataLoader(
-                torch.utils.data.Subset(cells, rows), batch_size=config.batch_size, shuffle=shuffle,
-                collate_fn=collate_batch, generator=generator if shuffle else None,
-            )
+            batches = EpochBatches(cells, rows, batch_size=config.batch_size, seed=config.seed, shuffle=shuffle)
+            return torch.utils.data.DataLoader(batches, batch_size=None, collate_fn=collate_batch)
 
         has_val = parts["val"].size > 0
         self.fit_plan(

@@ -14,7 +14,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from cellsmith._logging import logger
-from cellsmith.data import GeneSpace, parse_perturbation, require_counts
+from cellsmith.data import GeneSpace, parse_perturbation
+from cellsmith.data.rows import count_rows
 from cellsmith.errors import InputError
 from cellsmith.perturbation.remap import GeneRemap
 
@@ -150,7 +151,7 @@ def prepare_screen(
         )
     keep = np.isin(labels, [*usable, control_label])
     remap = GeneRemap(space, list(adata.var_names), name="screen")
-    x = remap.transform(sp.csr_matrix(require_counts(adata, layer=counts_layer))[keep])
+    x = remap.transform(count_rows(adata, layer=counts_layer), rows=keep)
     contexts = adata.obs[context_key].astype(str).to_numpy() if context_key else np.full(adata.n_obs, "all")
     logger.info(
         "screen: %d cells (%d controls), %d perturbations, %d contexts",

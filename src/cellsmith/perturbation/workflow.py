@@ -105,7 +105,7 @@ def run_finetune(
         train = parts.masks(screen.obs_names)["train"]
         model.save(tmp)
         Baselines.fit(
-            screen.x[train], screen.labels[train], control_label=control_label,
+            screen.x, np.where(train, screen.labels, None), control_label=control_label,
             genespace=genespace, n_components=config.linear_components, ridge=config.linear_ridge,
         ).save(tmp / "baselines.npz")
         parts.write(tmp / "split.json")
