@@ -22,10 +22,13 @@ import numpy as np
 import scipy.sparse as sp
 
 from cellsmith.data import normalize, perturbed_genes
-from cellsmith.data.rows import BLOCK_ROWS, CountRows, count_rows
+from cellsmith.data.rows import CountRows, count_rows
 from cellsmith.errors import ScaleError
 from cellsmith.retrieval.feature_rows import MappedRows, row_blocks
 
+#: Rows of the screen checked to be raw counts when a view is built (a cheap guard; the whole
+#: screen is audited block by block by :func:`cellsmith.data.rows.count_rows`).
+_CHECKED_ROWS = 1024
 #: A sorted set of backed rows spanning at most this many times their number is read as one
 #: contiguous slice (then subset in memory) rather than row by row.
 _CONTIGUOUS_SPAN = 4
@@ -77,7 +80,7 @@ class ScreenCounts:
             )
         if self.index is None:
             object.__setattr__(self, "index", np.arange(self.source.n_rows))
-        first = self.source.read(0, min(BLOCK_ROWS, self.source.n_rows)).data
+        first = self.source.read(0, min(_CHECKED_ROWS, self.source.n_rows)).data
         if first.size and (first.min() < 0 or not np.all(first == np.round(first))):
             raise ScaleError(
                 "ScreenCounts hold raw counts only (non-negative integers); build them with "
