@@ -23,6 +23,7 @@ import pandas as pd
 import scipy.sparse as sp
 from _common import machine, today, write_section
 
+from cellsmith.data.rows import CountRows
 from cellsmith.datasets import simulated_perturbseq
 from cellsmith.metrics.retrieval import retrieval_metrics
 from cellsmith.retrieval import (
@@ -69,7 +70,7 @@ def pseudobulk_scale(adata: ad.AnnData, seed: int = 42, size: int = 50) -> pd.Da
     test = counts.rows(split.test)
     queries = build_queries(split, QuerySpec(size), obs_names=adata.obs_names, seed=seed)
     # the same groups of test cells, as summed (masked) counts
-    summed = ScreenCounts(sp.csr_matrix((queries.members * size) @ test.counts), test.genes, test.masked_genes, True)
+    summed = ScreenCounts(CountRows(sp.csr_matrix((queries.members * size) @ test.csr())), test.genes, test.masked_genes, True)
     rows = []
     for embedder in (PCAEmbedder(), LogRegEmbedder()):
         embedder.fit(train, y, val=train, val_labels=y, seed=seed)

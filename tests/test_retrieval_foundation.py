@@ -64,11 +64,11 @@ def test_adapter_pipeline_masks_before_binning(small_screen, tiny_foundation):
     embedder.fit(counts, labels, val=counts, val_labels=labels, seed=0)
     assert embedder.mapping.coverage == 0.75
     kept = embedder.mapping.vocab_ids >= 0
-    expected = bin_values(normalize.log1p_normalize(counts.counts).toarray()[:, kept])
-    features = embedder.features(counts.rows(np.arange(20)))
-    np.testing.assert_array_equal(features.numpy(), expected[:20])
+    expected = bin_values(normalize.log1p_normalize(counts.csr()).toarray()[:, kept])
+    features = embedder.features(counts.rows(np.arange(20))).take(np.arange(20))
+    np.testing.assert_array_equal(features, expected[:20])
     masked_columns = np.isin(np.asarray(counts.genes)[kept], counts.masked_genes)
-    assert masked_columns.any() and not features.numpy()[:, masked_columns].any()
+    assert masked_columns.any() and not features[:, masked_columns].any()
     assert embedder.transform(counts.rows(np.arange(20))).shape == (20, 16)
 
 

@@ -34,10 +34,13 @@ def run(
     precision: Optional[str] = typer.Option(None, "--precision", help="Learned heads: 32, bf16-mixed or 16-mixed (16-mixed needs a GPU)."),
     max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="Learned heads: upper bound on training epochs (default 30)."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Learned heads: upper bound on optimiser steps (default no limit)."),
+    backed: bool = typer.Option(False, "--backed", help="Read the counts from disk by row blocks (anndata's backed "
+                                "mode) instead of loading the screen; results equal the in-memory ones."),
     out_dir: Path = typer.Option(..., "--out", help="Output folder (replaced only when the run succeeds)."),
 ) -> None:
     """Rank every perturbation for held-out cells and pseudo-bulks; write metrics.csv and a report."""
     from cellsmith.data import read
+    from cellsmith.data.rows import read_backed
     from cellsmith.errors import InputError
     from cellsmith.report import atomic_output_dir
     from cellsmith.retrieval.config import RetrievalConfig
@@ -60,7 +63,7 @@ def run(
         cfg.head = HeadConfig.from_yaml(None, **{**cfg.head.model_dump(), **head_flags})
     if foundation_checkpoint is not None:
         cfg.foundation = cfg.foundation.model_copy(update={"checkpoint": foundation_checkpoint})
-    adata = read(data)
+    adata = read_backed(data) if backed else read(data)
     with atomic_output_dir(out_dir) as tmp:
         result = run_retrieval(adata, cfg, work_dir=tmp / "heads")
         write_results(result, tmp)

@@ -40,6 +40,10 @@ class RetrievalConfig(CellsmithConfig):
     min_cells: int = Field(10, ge=3)
     pseudobulk_per_perturbation: int = Field(20, ge=1)
     n_pcs: int = Field(50, ge=1)
+    pca_max_cells: int = Field(
+        50_000, ge=2, description="PCA (pca, logreg, head:pca) is fitted on at most this many training cells "
+        "(a seeded subsample when there are more), so that its cost is bounded whatever the screen size"
+    )
     scvi_max_epochs: int = Field(30, ge=1, description="training epochs of the scvi embedder")
     logreg_c: float = Field(1.0, gt=0)
     n_bootstrap: int = Field(10, ge=1)

@@ -3,11 +3,13 @@
 An embedder maps :class:`~cellsmith.retrieval.masking.ScreenCounts` to vectors; libraries and
 queries are compared in that space with the embedder's ``similarity`` ("cosine" or "dot").
 Embedders that also expose a torch ``backbone`` (PCA as a linear layer, a foundation
-transformer) can carry a learned head (:mod:`cellsmith.retrieval.heads`).
+transformer) can carry a learned head (:mod:`cellsmith.retrieval.heads`); their ``features``
+are rows taken (and densified) one batch at a time, never a whole dense matrix.
 """
 
 from __future__ import annotations
 
+import weakref
 from abc import ABC, abstractmethod
 from typing import Literal
 
@@ -18,6 +20,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
+from cellsmith.retrieval.feature_rows import FeatureRows, row_blocks
 from cellsmith.retrieval.masking import ScreenCounts
 
 Similarity = Literal["cosine", "dot"]
@@ -50,36 +53,67 @@ class TorchBackbone(ABC):
     """An embedder whose embedding is a torch module applied to per-row features."""
 
     @abstractmethod
-    def features(self, counts: ScreenCounts) -> torch.Tensor:
-        """Input of :meth:`backbone`, one row per count row."""
+    def features(self, counts: ScreenCounts) -> FeatureRows:
+        """Input of :meth:`backbone`, one row per count row (taken batch by batch)."""
 
     @abstractmethod
     def backbone(self) -> nn.Module:
         """A module mapping :meth:`features` rows to the embedding (a fresh copy each call)."""
 
 
-class PCAEmbedder(Embedder, TorchBackbone):
-    """log1p(CP10k) -> PCA fitted on the training cells."""
+#: Fitted PCAs by training rows, then by (seed, components, fit cells): pca, logreg and head:pca
+#: fitted on the same rows with the same seed in one run share one fit (entries go with the rows).
+_FITTED: weakref.WeakKeyDictionary[ScreenCounts, dict[tuple[int, int, int], PCA]] = weakref.WeakKeyDictionary()
 
-    def __init__(self, name: str = "pca", *, n_components: int = 50):
+
+class PCAEmbedder(Embedder, TorchBackbone):
+    """log1p(CP10k) -> PCA fitted on the training cells, on sparse input.
+
+    The PCA is fitted on the sparse log1p(CP10k) of the training cells (centred implicitly, never
+    densified), or of a seeded subsample of ``max_fit_cells`` of them when there are more, so
+    that the fit is bounded whatever the screen size (50,000 cells estimate 50 components of
+    18,000 genes well). The solver is sklearn's exact ``covariance_eigh`` for tall data with
+    at most 1,000 genes (the one sklearn picks for dense data of that shape, so small screens
+    give the figures they gave before), ARPACK's truncated SVD otherwise. Embeddings are
+    computed by row blocks. A fit is deterministic in (rows, seed), so it is done once for the
+    same training rows and seed (the embedders of one benchmark run share it).
+    """
+
+    def __init__(self, name: str = "pca", *, n_components: int = 50, max_fit_cells: int = 50_000):
         super().__init__(name)
         self.n_components = n_components
+        self.max_fit_cells = max_fit_cells
         self._pca: PCA | None = None
 
     def fit(self, train, labels, *, val, val_labels, seed):
-        x = train.log1p_cp10k()
-        k = max(1, min(self.n_components, x.shape[1], x.shape[0] - 1))
-        self._pca = PCA(n_components=k, random_state=seed).fit(x)
+        fitted = _FITTED.setdefault(train, {})
+        key = (seed, self.n_components, self.max_fit_cells)
+        if key not in fitted:
+            fitted[key] = self._fit(train, seed)
+        self._pca = fitted[key]
         return self
 
+    def _fit(self, train: ScreenCounts, seed: int) -> PCA:
+        if train.n_rows > self.max_fit_cells:
+            rng = np.random.default_rng(seed)
+            train = train.rows(np.sort(rng.choice(train.n_rows, self.max_fit_cells, replace=False)))
+        x = train.log1p_cp10k()
+        n_rows, n_genes = x.shape
+        if n_genes <= 1000 and n_rows >= 10 * n_genes:
+            solver, k = "covariance_eigh", min(self.n_components, n_genes, n_rows - 1)
+        else:
+            solver, k = "arpack", min(self.n_components, n_genes - 1, n_rows - 1)
+        return PCA(n_components=max(1, k), svd_solver=solver, random_state=seed).fit(x)
+
     def transform(self, counts):
-        return self._pca.transform(counts.log1p_cp10k()).astype(np.float32)
+        blocks = [self._pca.transform(block) for _, block in row_blocks(counts.log1p())]
+        return np.concatenate(blocks).astype(np.float32) if blocks else np.zeros((0, self._pca.n_components_), np.float32)
 
     def features(self, counts):
-        return torch.from_numpy(counts.log1p_cp10k())
+        return counts.log1p()
 
     def backbone(self):
-        components = torch.tensor(self._pca.components_, dtype=torch.float32)
+        components = torch.tensor(np.ascontiguousarray(self._pca.components_), dtype=torch.float32)
         layer = nn.Linear(components.shape[1], components.shape[0])
         with torch.no_grad():
             layer.weight.copy_(components)
@@ -96,9 +130,12 @@ class LogRegEmbedder(Embedder):
     similarity: Similarity = "dot"
     class_probabilities = True
 
-    def __init__(self, name: str = "logreg", *, n_components: int = 50, C: float = 1.0, max_iter: int = 1000):
+    def __init__(
+        self, name: str = "logreg", *, n_components: int = 50, C: float = 1.0, max_iter: int = 1000,
+        max_fit_cells: int = 50_000,
+    ):
         super().__init__(name)
-        self._pca = PCAEmbedder(n_components=n_components)
+        self._pca = PCAEmbedder(n_components=n_components, max_fit_cells=max_fit_cells)
         self._scaler = StandardScaler()
         self._model = LogisticRegression(C=C, max_iter=max_iter)
         self.n_classes = 0

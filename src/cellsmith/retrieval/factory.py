@@ -35,8 +35,8 @@ def _scvi(name: str, config: RetrievalConfig) -> Embedder:
 
 
 _BASES: dict[str, Callable[[str, RetrievalConfig], Embedder]] = {
-    "pca": lambda name, c: PCAEmbedder(name, n_components=c.n_pcs),
-    "logreg": lambda name, c: LogRegEmbedder(name, n_components=c.n_pcs, C=c.logreg_c),
+    "pca": lambda name, c: PCAEmbedder(name, n_components=c.n_pcs, max_fit_cells=c.pca_max_cells),
+    "logreg": lambda name, c: LogRegEmbedder(name, n_components=c.n_pcs, C=c.logreg_c, max_fit_cells=c.pca_max_cells),
     "foundation": _foundation,
     "scvi": _scvi,
 }

@@ -1,7 +1,7 @@
 """Adapter for a transformer foundation model (scGPT-style) as a retrieval embedder.
 
 Pipeline, each step one function: raw counts -> masking (:func:`mask_counts`) ->
-normalize_total 1e4 -> log1p (:meth:`ScreenCounts.log1p_cp10k`) -> per-cell value binning
+normalize_total 1e4 -> log1p (:meth:`ScreenCounts.log1p`) -> per-cell value binning
 (:func:`bin_values`, 51 bins, bin 0 reserved for zeros) -> gene vocabulary mapping
 (:func:`map_genes`, coverage reported, alias map below 95%) -> the ``<cls>`` embedding.
 
@@ -26,11 +26,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import nn
 
 from cellsmith.errors import InputError, ModelDirectoryError
 from cellsmith.retrieval.embedders import Embedder, TorchBackbone
+from cellsmith.retrieval.feature_rows import MappedRows, dense_rows, row_blocks
 from cellsmith.retrieval.masking import RetrievalWarning, ScreenCounts
 
 #: scGPT's whole-human checkpoints use 51 value bins; bin 0 means "not expressed".
@@ -343,9 +345,14 @@ class FoundationEmbedder(Embedder, TorchBackbone):
             raise InputError(f"none of the {len(train.genes)} genes is in the foundation model vocabulary; pass an alias map.")
         return self
 
-    def features(self, counts: ScreenCounts) -> torch.Tensor:
+    def features(self, counts: ScreenCounts) -> MappedRows:
+        """Binned log1p(CP10k) of the vocabulary genes, computed (dense) one batch of rows at a time."""
         kept = self.mapping.vocab_ids >= 0
-        return torch.as_tensor(bin_values(counts.log1p_cp10k()[:, kept], self.n_bins), dtype=torch.float32)
+
+        def binned(block: sp.csr_matrix) -> np.ndarray:
+            return bin_values(block[:, kept].toarray(), self.n_bins).astype(np.float32)
+
+        return MappedRows(counts.log1p(), binned, int(kept.sum()))
 
     def backbone(self) -> nn.Module:
         # A copy: fine-tuning a head must not change the frozen model other runs share.
@@ -354,4 +361,4 @@ class FoundationEmbedder(Embedder, TorchBackbone):
     def transform(self, counts):
         encoder = CLSEncoder(self.model, self.mapping.vocab_ids[self.mapping.vocab_ids >= 0]).eval()
         with torch.no_grad():
-            return torch.cat([encoder(chunk) for chunk in self.features(counts).split(self.batch_size)]).numpy()
+            return torch.cat([encoder(dense_rows(block)) for _, block in row_blocks(self.features(counts), self.batch_size)]).numpy()

@@ -7,9 +7,11 @@
     head.save("head/")
     RetrievalHead.load("head/")
 
-It works on feature rows (the input of a backbone), not on AnnData: the benchmark's
-:class:`HeadEmbedder` turns masked counts into features with its base embedder (PCA, a
-foundation model) and puts the head on that embedder's backbone.
+It works on feature rows (the input of a backbone), not on AnnData: dense arrays, tensors,
+sparse matrices or any :class:`~cellsmith.retrieval.feature_rows.FeatureRows`; a batch is
+densified when it is taken. The benchmark's :class:`HeadEmbedder` turns masked counts into
+features with its base embedder (log1p(CP10k) rows for PCA, binned rows for a foundation
+model), computed batch by batch, and puts the head on that embedder's backbone.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any, Self
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
 
 from cellsmith._logging import seed_everything
 from cellsmith.errors import InputError
@@ -30,9 +32,10 @@ from cellsmith.nn.base import CellsmithModel
 from cellsmith.nn.saving import ModelFiles
 from cellsmith.retrieval.backbones import build_backbone, describe_backbone
 from cellsmith.retrieval.embedders import Embedder, TorchBackbone
+from cellsmith.retrieval.feature_rows import FeatureRows, SubsetRows, as_feature_rows, dense_rows, row_blocks
 from cellsmith.retrieval.heads import BalancedBatchSampler, HeadConfig, HeadTrainingPlan, RetrievalHeadModule
 
-Array = np.ndarray | torch.Tensor
+Array = np.ndarray | torch.Tensor | FeatureRows
 
 
 def _subsample_per_class(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -41,13 +44,10 @@ def _subsample_per_class(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(picked))
 
 
-def _rows(features: Array, labels: Array | None, name: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Features as float32 and labels as int64 tensors, after checking they match."""
-    # np.require copies only read-only or other-typed arrays (torch cannot wrap read-only memory).
-    x = features.float() if isinstance(features, torch.Tensor) else torch.from_numpy(
-        np.require(features, dtype=np.float32, requirements="W")
-    )
-    if x.dim() != 2:
+def _rows(features: Array, labels: Array | None, name: str) -> tuple[FeatureRows, torch.Tensor | None]:
+    """Features as rows and labels as an int64 tensor, after checking they match."""
+    x = as_feature_rows(features)
+    if len(x.shape) != 2:
         raise InputError(f"{name} features must be a 2-d array (rows x features); got shape {tuple(x.shape)}.")
     if labels is None:
         return x, None
@@ -58,6 +58,22 @@ def _rows(features: Array, labels: Array | None, name: str) -> tuple[torch.Tenso
             f"shape {tuple(y.shape)}, minimum {int(y.min()) if y.numel() else 'none'}."
         )
     return x, y
+
+
+class _Batches(Dataset):
+    """Indexed by a batch of row positions (the loaders' samplers yield batches): the rows,
+    densified when taken, and their labels."""
+
+    def __init__(self, rows: FeatureRows, labels: torch.Tensor):
+        self.rows = rows
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return self.rows.shape[0]
+
+    def __getitem__(self, positions: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        positions = np.asarray(positions, dtype=np.int64)
+        return dense_rows(self.rows.take(positions)), self.labels[torch.from_numpy(positions)]
 
 
 class RetrievalHead(CellsmithModel):
@@ -119,12 +135,12 @@ class RetrievalHead(CellsmithModel):
         backbone.requires_grad_(cfg.mode == "finetune")
         backbone.train(cfg.mode == "finetune")  # a frozen backbone keeps dropout etc. off
         with torch.no_grad():
-            n_out = backbone(x[:2]).shape[1]
+            n_out = backbone(dense_rows(x.take(np.arange(min(2, x.shape[0]))))).shape[1]
         self.module = RetrievalHeadModule(backbone, n_out, int(y.max()) + 1, cfg)
         self.n_features = int(x.shape[1])
         labels_np = y.numpy()
-        protos = torch.as_tensor(_subsample_per_class(labels_np, cfg.val_cells_per_perturbation, cfg.seed))
-        plan = HeadTrainingPlan(self.module, cfg, x[protos], y[protos])
+        protos = _subsample_per_class(labels_np, cfg.val_cells_per_perturbation, cfg.seed)
+        plan = HeadTrainingPlan(self.module, cfg, SubsetRows(x, protos), y[torch.from_numpy(protos)])
         batch = cfg.perturbations_per_batch * cfg.cells_per_perturbation
         sampler = BalancedBatchSampler(
             labels_np,
@@ -133,8 +149,10 @@ class RetrievalHead(CellsmithModel):
             n_batches=min(cfg.max_batches_per_epoch, math.ceil(len(labels_np) / batch)),
             seed=cfg.seed,
         )
-        train_loader = DataLoader(TensorDataset(x, y), batch_sampler=sampler)
-        val_loader = DataLoader(TensorDataset(x_val, y_val), batch_size=cfg.batch_size)
+        # batch_size=None: each sampled batch of positions is one item, taken and densified at once.
+        train_loader = DataLoader(_Batches(x, y), sampler=sampler, batch_size=None)
+        val_batches = BatchSampler(SequentialSampler(range(x_val.shape[0])), cfg.batch_size, drop_last=False)
+        val_loader = DataLoader(_Batches(x_val, y_val), sampler=val_batches, batch_size=None)
         # The balanced sampler draws per process (its seed holds the rank); Lightning must not
         # swap in a distributed sampler, which a batch sampler cannot take.
         self.fit_plan(plan, train_loader, val_loader, out_dir=out_dir, monitor="val_hit1", mode="max",
@@ -153,8 +171,8 @@ class RetrievalHead(CellsmithModel):
         device = self.device
         module = self.module.to(device).eval()
         with torch.no_grad(), torch_threads(self.config.num_threads):
-            chunks = [module(chunk.to(device)).float().cpu() for chunk in x.split(self.config.batch_size)]
-        return torch.cat(chunks).numpy()
+            chunks = [module(dense_rows(block, device)).float().cpu() for _, block in row_blocks(x, self.config.batch_size)]
+        return torch.cat(chunks).numpy() if chunks else np.zeros((0, self.config.dim), dtype=np.float32)
 
     def setup_dict(self) -> dict[str, Any]:
         return {

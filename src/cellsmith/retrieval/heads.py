@@ -26,6 +26,7 @@ from torch import nn
 from torch.utils.data import Sampler
 
 from cellsmith.nn import LossOutput, TrainingConfig, TrainingPlan, mlp
+from cellsmith.retrieval.feature_rows import FeatureRows, dense_rows, row_blocks
 
 HeadMode = Literal["head", "finetune"]
 HeadLossName = Literal["infonce", "classification"]
@@ -171,14 +172,15 @@ class HeadTrainingPlan(TrainingPlan):
     """Optimisation of a :class:`RetrievalHeadModule`.
 
     Beside the shared ``train_*`` / ``val_*`` loss terms it logs ``val_hit1`` (validation cells
-    matched to the centroids of a per-perturbation subset of training cells, the
-    ``prototype_*`` tensors), which early stopping and best-checkpoint selection maximise.
+    matched to the centroids of a per-perturbation subset of training cells: ``prototype_x``
+    rows, densified a batch at a time, and ``prototype_y`` labels), which early stopping and
+    best-checkpoint selection maximise.
     The head and classifier train at ``learning_rate``, a fine-tuned backbone at
     ``backbone_learning_rate``.
     """
 
     def __init__(
-        self, module: RetrievalHeadModule, config: HeadConfig, prototype_x: torch.Tensor, prototype_y: torch.Tensor
+        self, module: RetrievalHeadModule, config: HeadConfig, prototype_x: FeatureRows, prototype_y: torch.Tensor
     ):
         super().__init__(module, config)
         self.prototype_x = prototype_x
@@ -191,9 +193,9 @@ class HeadTrainingPlan(TrainingPlan):
         return self.module.loss(x, labels)
 
     def on_validation_epoch_start(self) -> None:
-        chunks = self.prototype_x.split(self.config.batch_size)
         with torch.no_grad():
-            z = torch.cat([self.module(chunk.to(self.device)) for chunk in chunks]).float()
+            z = torch.cat([self.module(dense_rows(block, self.device))
+                           for _, block in row_blocks(self.prototype_x, self.config.batch_size)]).float()
         sums = torch.zeros(self.module.n_classes, z.shape[1], device=z.device)
         self._centroids = F.normalize(sums.index_add_(0, self.prototype_y.to(z.device), z), dim=-1)
         self._hits = []

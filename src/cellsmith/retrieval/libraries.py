@@ -5,8 +5,11 @@ subsets per perturbation; a perturbation scores the best of them. ``raw_cell``: 
 cell is an entry; a perturbation scores the mean similarity of its ``k`` most similar cells.
 ``class``: for embedders whose embedding is a class-probability vector (logreg), one one-hot
 entry per candidate, so a candidate scores the query's probability of its class.
-All are one vectorised rule: a candidate's score is the mean of its top-``k`` entry
-similarities (``k`` = 1 except for raw_cell).
+All are one rule: a candidate's score is the mean of its top-``k`` entry similarities (``k`` = 1
+except for raw_cell). Entries are stored candidate after candidate, so a candidate's
+similarities are a contiguous slice of a query's row: scoring gathers nothing and pads nothing
+(a large control group does not widen every candidate), and holds at most ``_MAX_BLOCK``
+similarities at once.
 """
 
 from __future__ import annotations
@@ -25,33 +28,34 @@ _MAX_BLOCK = 2**25
 
 @dataclass(frozen=True, eq=False)
 class Library:
-    """Entries (rows) and the candidate each belongs to.
+    """Entries (rows), candidate after candidate.
 
     Attributes
     ----------
-    entry_index
-        (n_candidates, max entries per candidate) positions into ``entries``, -1 = padding.
+    offsets
+        (n_candidates + 1,) candidate ``c`` owns entries ``offsets[c]:offsets[c + 1]``.
     k
         A candidate's score is the mean of its ``k`` best entry similarities.
     """
 
     kind: str
     entries: np.ndarray
-    entry_index: np.ndarray
+    offsets: np.ndarray
     similarity: Similarity
     k: int
 
     @property
     def n_candidates(self) -> int:
-        return self.entry_index.shape[0]
+        return self.offsets.size - 1
 
 
 def _centroids(embeddings: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
     return np.stack([embeddings[g].mean(axis=0) for g in groups])
 
 
+# Each builder returns (entries candidate after candidate, entries per candidate, k).
 def _mean(embeddings, groups, rng, options):
-    return _centroids(embeddings, groups), [np.array([i]) for i in range(len(groups))], 1
+    return _centroids(embeddings, groups), np.ones(len(groups), dtype=np.int64), 1
 
 
 def _bootstrap(embeddings, groups, rng, options):
@@ -59,12 +63,12 @@ def _bootstrap(embeddings, groups, rng, options):
     subsets = [
         rng.choice(g, size=max(1, round(fraction * g.size)), replace=False) for g in groups for _ in range(n)
     ]
-    return _centroids(embeddings, subsets), [np.arange(i * n, (i + 1) * n) for i in range(len(groups))], 1
+    return _centroids(embeddings, subsets), np.full(len(groups), n, dtype=np.int64), 1
 
 
 def _raw_cell(embeddings, groups, rng, options):
     k = min(options["k"], min(g.size for g in groups))
-    return embeddings[np.concatenate(groups)], np.split(np.arange(sum(g.size for g in groups)), np.cumsum([g.size for g in groups])[:-1]), k
+    return embeddings[np.concatenate(groups)], np.array([g.size for g in groups], dtype=np.int64), k
 
 
 def _class(embeddings, groups, rng, options):
@@ -73,7 +77,7 @@ def _class(embeddings, groups, rng, options):
             f"the class library needs class-probability embeddings (one column per candidate); got "
             f"{embeddings.shape[1]} columns for {len(groups)} candidates. Use it with logreg."
         )
-    return np.eye(len(groups), dtype=np.float32), [np.array([i]) for i in range(len(groups))], 1
+    return np.eye(len(groups), dtype=np.float32), np.ones(len(groups), dtype=np.int64), 1
 
 
 _BUILDERS: dict[str, Callable] = {"mean": _mean, "bootstrap": _bootstrap, "raw_cell": _raw_cell, "class": _class}
@@ -101,12 +105,9 @@ def build_library(
         raise InputError(f"candidates {empty} have no training cells to build a library entry from.")
     rng = np.random.default_rng(seed)
     options = {"n_bootstrap": n_bootstrap, "bootstrap_fraction": bootstrap_fraction, "k": k}
-    entries, members, k_used = _BUILDERS[kind](np.asarray(embeddings, dtype=np.float32), groups, rng, options)
-    width = max(m.size for m in members)
-    index = np.full((n_candidates, width), -1, dtype=np.int64)
-    for c, m in enumerate(members):
-        index[c, : m.size] = m
-    return Library(kind, _prepare(entries, similarity), index, similarity, k_used)
+    entries, sizes, k_used = _BUILDERS[kind](np.asarray(embeddings, dtype=np.float32), groups, rng, options)
+    offsets = np.concatenate(([0], np.cumsum(sizes)))
+    return Library(kind, _prepare(entries, similarity), offsets, similarity, k_used)
 
 
 def _prepare(x: np.ndarray, similarity: Similarity) -> np.ndarray:
@@ -116,24 +117,25 @@ def _prepare(x: np.ndarray, similarity: Similarity) -> np.ndarray:
     return x
 
 
+def _top_k_mean(sims: np.ndarray, k: int, axis: int) -> np.ndarray:
+    if k == 1:
+        return sims.max(axis=axis)
+    return -np.partition(-sims, k - 1, axis=axis).take(np.arange(k), axis=axis).mean(axis=axis)
+
+
 def score(library: Library, queries: np.ndarray) -> np.ndarray:
     """Scores (n_queries x n_candidates, float32) of query embeddings against a library."""
     q = _prepare(queries, library.similarity)
-    index = library.entry_index
-    padded = index < 0
-    n_per_query = index.size
-    chunk = max(1, _MAX_BLOCK // max(n_per_query, 1))
+    offsets, k = library.offsets, library.k
+    sizes = np.diff(offsets)
+    width = int(sizes[0]) if (sizes == sizes[0]).all() else None
+    chunk = max(1, _MAX_BLOCK // max(library.entries.shape[0], 1))
     out = np.empty((q.shape[0], library.n_candidates), dtype=np.float32)
     for start in range(0, q.shape[0], chunk):
-        sims = q[start : start + chunk] @ library.entries.T  # (c, n_entries)
-        if index.shape[1] == 1:
-            out[start : start + chunk] = sims[:, index[:, 0]]
+        sims = q[start : start + chunk] @ library.entries.T  # (c, n_entries), candidate after candidate
+        if width is not None:  # mean, bootstrap, class: every candidate has as many entries
+            out[start : start + chunk] = _top_k_mean(sims.reshape(sims.shape[0], -1, width), k, axis=2)
             continue
-        grouped = sims[:, np.where(padded, 0, index)]  # (c, n_candidates, width)
-        grouped[:, padded] = -np.inf
-        if library.k == 1:
-            out[start : start + chunk] = grouped.max(axis=2)
-        else:
-            top = -np.partition(-grouped, library.k - 1, axis=2)[:, :, : library.k]
-            out[start : start + chunk] = top.mean(axis=2)
+        for c in range(library.n_candidates):
+            out[start : start + chunk, c] = _top_k_mean(sims[:, offsets[c] : offsets[c + 1]], k, axis=1)
     return out

@@ -23,6 +23,7 @@ from threadpoolctl import threadpool_limits
 
 from cellsmith._logging import logger
 from cellsmith.data import is_control, parse_perturbation
+from cellsmith.data.rows import count_rows
 from cellsmith.errors import ConfigError, InputError
 from cellsmith.metrics.retrieval import retrieval_metrics, top_two, truth_ranks
 from cellsmith.nn import resolve_accelerator, torch_threads
@@ -168,7 +169,10 @@ def run_retrieval(
     Parameters
     ----------
     adata
-        Cells x genes, raw counts in X (or ``config.layer``), labels in ``obs[config.perturbation_key]``.
+        Cells x genes, raw counts in X (or ``config.layer``), labels in ``obs[config.perturbation_key]``;
+        in memory or opened backed (:func:`cellsmith.data.rows.read_backed`), when the counts are
+        read from disk by row blocks. Counts stay sparse; rows are masked and normalised block
+        by block as embedders take them.
     config
         What to run (defaults: pca, logreg, head:pca x mean, bootstrap, raw_cell x cell,
         pseudobulk:50 x mask on and off x seed 42).
@@ -193,11 +197,12 @@ def run_retrieval(
     }
     rows, rankings = [], []
     steps = len(config.mask_modes) * len(config.seeds) * len(config.embedders)
+    source = count_rows(adata, layer=config.layer)
     with Progress(disable=not progress, transient=True) as bar, limit_threads(config.threads):
         task = bar.add_task("retrieval", total=steps)
         for mask in config.mask_modes:
-            counts = mask_counts(adata, perturbation_key=config.perturbation_key,
-                                 control_label=config.control_label, mask=mask, layer=config.layer)
+            counts = mask_counts(adata, perturbation_key=config.perturbation_key, control_label=config.control_label,
+                                 mask=mask, layer=config.layer, source=source)
             if mask:
                 info["masked_genes"] = list(counts.masked_genes)
             mask_name = "on" if mask else "off"

@@ -14,7 +14,7 @@ from cellsmith.retrieval.masking import ScreenCounts
 
 
 def _as_anndata(counts: ScreenCounts) -> ad.AnnData:
-    return ad.AnnData(X=counts.counts, var=pd.DataFrame(index=list(counts.genes)))
+    return ad.AnnData(X=counts.csr(), var=pd.DataFrame(index=list(counts.genes)))
 
 
 class ScviEmbedder(Embedder):
