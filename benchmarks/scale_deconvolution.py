@@ -29,9 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,19 +39,9 @@ import anndata as ad
 import h5py
 import numpy as np
 import pandas as pd
-from _common import machine, today
+from _common import csr_bytes, machine, time_command, today
 
 STEPS = ("pseudobulk", "pseudobulk-backed", "train", "train-backed")
-
-
-def csr_bytes(path: Path) -> tuple[tuple[int, int], int, int]:
-    """``(shape, non-zeros, bytes of data + indices + indptr)`` of an h5ad's CSR X (header only)."""
-    with h5py.File(path, "r") as f:
-        x = f["X"]
-        n_rows, n_cols = (int(v) for v in x.attrs["shape"])
-        nnz = x["data"].shape[0]
-        size = nnz * (x["data"].dtype.itemsize + x["indices"].dtype.itemsize) + (n_rows + 1) * x["indptr"].dtype.itemsize
-    return (n_rows, n_cols), nnz, size
 
 
 def slice_reference(path: Path, n_cells: int, out: Path, block: int = 50_000) -> None:
@@ -107,14 +95,8 @@ def run_step(path: Path, step: str, args: argparse.Namespace, out: Path) -> dict
     command += ["--backed"] if step.endswith("backed") else []
     shown += " --backed" if step.endswith("backed") else ""
     started_at, load = today(), ", ".join(f"{v:.2f}" for v in os.getloadavg())
-    start = time.perf_counter()
-    done = subprocess.run(["/usr/bin/time", "-v", *command], capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if done.returncode != 0:
-        print(done.stdout[-3000:], done.stderr[-3000:], file=sys.stderr)
-    peak = re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr)
+    done, wall, peak_gb = time_command(command)
     shape, nnz, size = csr_bytes(path)
-    peak_gb = int(peak.group(1)) * 1024 / 1e9 if peak else float("nan")
     row = {
         "reference": f"{shape[0]:,} x {shape[1]:,} ({nnz / (shape[0] * shape[1]):.1%} non-zero)",
         "CSR GB": round(size / 1e9, 2), "step": step, "wall s": round(wall, 1),

@@ -33,20 +33,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import h5py
-from _common import machine
+from _common import describe_h5ad, machine
 
 CLI = [sys.executable, "-m", "cellsmith.cli"]
-
-
-def data_size(path: Path) -> str:
-    """``cells x genes, non-zeros, CSR GiB`` of an h5ad's X, read from its header only."""
-    with h5py.File(path, "r") as f:
-        x = f["X"]
-        n_rows, n_cols = x.attrs["shape"]
-        nnz = x["data"].shape[0]
-        size = nnz * (x["data"].dtype.itemsize + x["indices"].dtype.itemsize) + (n_rows + 1) * x["indptr"].dtype.itemsize
-    return f"{n_rows:,} x {n_cols:,}, {nnz / (n_rows * n_cols):.1%} non-zero, CSR {size / 2**30:.2f} GiB"
 
 
 def markdown(rows: list[dict]) -> str:
@@ -74,7 +63,7 @@ def run_step(data: Path, step: str, args: list[str], lock: Path | None) -> dict:
     peak = re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr)
     wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): ([\d:.]+)", done.stderr)
     return {
-        "data": data_size(data), "step": step,
+        "data": describe_h5ad(data), "step": step,
         "wall s": round(_seconds(wall.group(1))) if wall else float("nan"),
         "peak RSS GB": round(int(peak.group(1)) / 1e6, 2) if peak else float("nan"),
         "exit": done.returncode, "date": lines[1] if len(lines) > 1 else "",

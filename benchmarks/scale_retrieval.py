@@ -19,28 +19,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shlex
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import h5py
 import pandas as pd
-from _common import machine, today
+from _common import describe_h5ad, machine, time_command, today
 from retrieval_benchmark import markdown
-
-
-def screen_size(path: Path) -> str:
-    """``cells x genes, non-zeros, CSR GiB`` of an h5ad's X, read from its header only."""
-    with h5py.File(path, "r") as f:
-        x = f["X"]
-        n_rows, n_cols = x.attrs["shape"]
-        nnz = x["data"].shape[0]
-        size = nnz * (x["data"].dtype.itemsize + x["indices"].dtype.itemsize) + (n_rows + 1) * x["indptr"].dtype.itemsize
-    return f"{n_rows:,} x {n_cols:,}, {nnz / (n_rows * n_cols):.1%} non-zero, CSR {size / 2**30:.2f} GiB"
 
 
 def run_one(data: Path, backed: bool, args: argparse.Namespace, out: Path) -> dict:
@@ -50,14 +36,9 @@ def run_one(data: Path, backed: bool, args: argparse.Namespace, out: Path) -> di
     command += ["--backed"] if backed else []
     shown = "cellsmith " + " ".join(shlex.quote(c) for c in command[3:])
     started_at, load = today(), ", ".join(f"{v:.2f}" for v in os.getloadavg())
-    start = time.perf_counter()
-    done = subprocess.run(["/usr/bin/time", "-v", *command], capture_output=True, text=True)
-    wall = time.perf_counter() - start
-    if done.returncode != 0:
-        print(done.stdout[-3000:], done.stderr[-3000:], file=sys.stderr)
-    peak = re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr)
-    row = {"screen": screen_size(data), "mode": "backed" if backed else "in memory", "wall s": round(wall),
-           "peak RSS GB": round(int(peak.group(1)) / 1e6, 2) if peak else float("nan"),
+    done, wall, peak_gb = time_command(command)
+    row = {"screen": describe_h5ad(data), "mode": "backed" if backed else "in memory", "wall s": round(wall),
+           "peak RSS GB": round(peak_gb, 2),
            "exit": done.returncode, "date": started_at, "load at start": load, "command": f"`{shown}`"}
     if done.returncode == 0:
         metrics = pd.read_csv(out / "metrics.csv")
