@@ -38,3 +38,19 @@ def small_screen():
     from cellsmith.data import simulate
 
     return simulate.singlecell(1500, 200, cell_types=1, donors=2, perturbations=8, seed=1)
+
+
+class _CreatesFile:
+    """Unpickling this creates the file ``path``: what a malicious model folder would run."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+@pytest.fixture
+def code_running_payload():
+    """``payload(path)``: an object whose unpickling creates ``path`` (pickle it as needed)."""
+    return _CreatesFile

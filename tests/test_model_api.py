@@ -136,18 +136,9 @@ def test_every_model_follows_one_api(data, name, tmp_path):
     np.testing.assert_array_equal(np.load(out), first)
 
 
-class _Payload:
-    """Unpickling this creates a file: the code a malicious model folder would run."""
-
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (str(self.path), "w"))
-
 
 @pytest.mark.parametrize("weights_file", ["weights.safetensors", "model.pt"])
-def test_a_model_folder_whose_weights_are_a_pickle_is_refused_with_exit_2(data, tmp_path, weights_file):
+def test_a_model_folder_whose_weights_are_a_pickle_is_refused_with_exit_2(data, tmp_path, weights_file, code_running_payload):
     """The current format (safetensors replaced by a pickle) and a 0.1-style folder (model.pt)."""
     import pickle
 
@@ -159,7 +150,7 @@ def test_a_model_folder_whose_weights_are_a_pickle_is_refused_with_exit_2(data, 
     if weights_file == "model.pt":  # a folder without manifest is read the 0.1 way
         (tmp_path / "model" / "cellsmith_model.json").unlink()
         (tmp_path / "model" / "weights.safetensors").unlink()
-    (tmp_path / "model" / weights_file).write_bytes(pickle.dumps({"state_dict": _Payload(marker)}))
+    (tmp_path / "model" / weights_file).write_bytes(pickle.dumps({"state_dict": code_running_payload(marker)}))
     out = tmp_path / "pred.h5ad"
     result = subprocess.run(
         [sys.executable, "-m", "cellsmith.cli", "scvi", "predict", "--model", str(tmp_path / "model"),

@@ -140,19 +140,12 @@ def test_bf16_mixed_precision_trains_on_the_cpu():
     assert np.isfinite(model.predict(x)).all()
 
 
-class _Payload:
-    def __init__(self, path):
-        self.path = path
 
-    def __reduce__(self):
-        return (open, (str(self.path), "w"))
-
-
-def test_a_pickled_weights_file_is_refused_and_never_run(tmp_path):
+def test_a_pickled_weights_file_is_refused_and_never_run(tmp_path, code_running_payload):
     x, y = _data()
     _Toy(_config(max_epochs=1)).train(x, y).save(tmp_path / "model")
     marker = tmp_path / "pwned"
-    (tmp_path / "model" / "weights.safetensors").write_bytes(pickle.dumps(_Payload(marker)))
+    (tmp_path / "model" / "weights.safetensors").write_bytes(pickle.dumps(code_running_payload(marker)))
     with pytest.raises(ModelDirectoryError, match="not a safetensors file"):
         _Toy.load(tmp_path / "model")
     assert not marker.exists()

@@ -203,15 +203,8 @@ def test_train_returns_the_model_and_a_saved_folder_predicts_the_same(tiny, tmp_
     np.testing.assert_array_equal(same_seed.predict(controls, model.train_targets[:2], cells_per_target=10, seed=1).X, first)
 
 
-class _Payload:
-    def __init__(self, path):
-        self.path = path
 
-    def __reduce__(self):
-        return (open, (str(self.path), "w"))
-
-
-def test_a_model_folder_of_cellsmith_0_1_loads_and_a_pickle_is_refused(tiny, tmp_path):
+def test_a_model_folder_of_cellsmith_0_1_loads_and_a_pickle_is_refused(tiny, tmp_path, code_running_payload):
     """0.1 wrote model.pt (a state dict), model_info.json, genespace.json and config.yaml."""
     import pickle
 
@@ -239,7 +232,7 @@ def test_a_model_folder_of_cellsmith_0_1_loads_and_a_pickle_is_refused(tiny, tmp
         legacy.predict(controls, [target], cells_per_target=5).X, model.predict(controls, [target], cells_per_target=5).X
     )
     marker = tmp_path / "pwned"
-    (old / "model.pt").write_bytes(pickle.dumps(_Payload(marker)))
+    (old / "model.pt").write_bytes(pickle.dumps(code_running_payload(marker)))
     with pytest.raises(ModelDirectoryError, match="refused"):
         PerturbationModel.load(old)
     assert not marker.exists()

@@ -100,23 +100,14 @@ def test_a_finetuned_foundation_head_saves_and_loads(small_screen, tiny_foundati
     np.testing.assert_array_equal(again.predict(head.base.features(test)), head.transform(test))
 
 
-class _Payload:
-    """Unpickling this creates the file ``path``."""
 
-    def __init__(self, path):
-        self.path = path
-
-    def __reduce__(self):
-        return (open, (str(self.path), "w"))
-
-
-def test_a_checkpoint_is_read_as_a_state_dict_only(tmp_path):
+def test_a_checkpoint_is_read_as_a_state_dict_only(tmp_path, code_running_payload):
     good = tmp_path / "good.pt"
     torch.save(nn.Linear(2, 2).state_dict(), good)
     assert set(read_state_dict(good)) == {"weight", "bias"}
     marker = tmp_path / "pwned"
     bad = tmp_path / "best_model.pt"
-    torch.save({"weight": _Payload(marker)}, bad)
+    torch.save({"weight": code_running_payload(marker)}, bad)
     with pytest.raises(CellsmithError, match=f"checkpoint {bad} cannot be read as a state dict"):
         read_state_dict(bad)
     assert not marker.exists()

@@ -139,18 +139,11 @@ def test_a_cellsmith_0_1_folder_loads_with_a_warning(trained, cells, tmp_path):
     assert np.array_equal(ConditionalSCVI.load(tmp_path / "converted").get_latent(cells), trained.get_latent(cells))
 
 
-class _Payload:
-    def __init__(self, path):
-        self.path = path
 
-    def __reduce__(self):
-        return (open, (str(self.path), "w"))
-
-
-def test_a_0_1_folder_with_a_pickled_object_is_refused_unread(trained, tmp_path):
+def test_a_0_1_folder_with_a_pickled_object_is_refused_unread(trained, tmp_path, code_running_payload):
     marker = tmp_path / "pwned"
     _write_legacy_folder(trained, tmp_path / "old", {"state_dict": {}, "seed": 0, "split": {}})
-    (tmp_path / "old" / "model.pt").write_bytes(pickle.dumps(_Payload(marker), protocol=2))
+    (tmp_path / "old" / "model.pt").write_bytes(pickle.dumps(code_running_payload(marker), protocol=2))
     with pytest.raises(ModelDirectoryError, match="refused without being read"):
         ConditionalSCVI.load(tmp_path / "old")
     assert not marker.exists()

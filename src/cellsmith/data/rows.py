@@ -90,12 +90,6 @@ class CountRows:
             out[start : start + block.shape[0]] = np.asarray(block.sum(axis=1)).ravel()
         return out
 
-    def to_memory(self) -> CountRows:
-        """The same rows as an in-memory CSR matrix (for data that fit)."""
-        if not self.backed:
-            return self
-        return CountRows(sp.vstack([block for _, block in self.blocks()], format="csr"))
-
 
 def count_rows(adata: ad.AnnData, *, layer: str | None = None, columns: np.ndarray | None = None) -> CountRows:
     """The raw counts of ``adata`` (X or ``layer``) as :class:`CountRows`, audited block by block.
