@@ -79,3 +79,35 @@ def test_simulated_bulk_truth(small_cells):
     assert np.all(bulk.X == np.round(bulk.X))
     lib = np.asarray(small_cells.X.sum(1)).ravel().mean()
     assert bulk.X.sum(1).mean() == pytest.approx(100 * lib, rel=0.2)
+
+
+def _wide_genes_by_samples(n_genes: int = 6, n_samples: int = 12) -> pd.DataFrame:
+    """Genes x samples with more samples than genes: the shape alone points the wrong way."""
+    genes = ["CD3E", "MS4A1", "LYZ", "NKG7", "ENSG00000105374", "CD14"][:n_genes]
+    values = np.arange(n_genes * n_samples, dtype=float).reshape(n_genes, n_samples)
+    return pd.DataFrame(values, index=genes, columns=[f"GSM{1000 + i}" for i in range(n_samples)])
+
+
+def test_read_bulk_orientation_evidence_before_shape(tmp_path):
+    table = _wide_genes_by_samples()
+    table.to_csv(tmp_path / "wide.csv")
+    adata = read_bulk(tmp_path / "wide.csv")
+    assert adata.shape == (12, 6) and list(adata.var_names) == list(table.index)
+    assert "look like gene ids" in adata.uns["cellsmith"]["orientation"]
+    # Overlap with the model's genes is the first evidence.
+    renamed = table.rename(index=dict(zip(table.index, [f"g{i}" for i in range(6)])))
+    renamed.to_csv(tmp_path / "renamed.csv")
+    adata = read_bulk(tmp_path / "renamed.csv", genes=["g0", "g1", "g2"])
+    assert adata.shape == (12, 6) and "3 of them are the model's genes" in adata.uns["cellsmith"]["orientation"]
+    # An explicit orientation wins over every guess.
+    adata = read_bulk(tmp_path / "wide.csv", orientation="samples-by-genes")
+    assert adata.shape == (6, 12) and adata.uns["cellsmith"]["orientation"] == "--orientation samples-by-genes"
+    with pytest.raises(InputError, match="--orientation 'sideways'"):
+        read_bulk(tmp_path / "wide.csv", orientation="sideways")
+
+
+def test_read_bulk_sniffs_the_separator(tmp_path):
+    # A comma-separated table named .txt (0.1 read it as 2 rows x 0 columns).
+    _wide_genes_by_samples().to_csv(tmp_path / "bulk.txt")
+    adata = read_bulk(tmp_path / "bulk.txt", orientation="genes-by-samples")
+    assert adata.shape == (12, 6)

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from cellsmith.cli_options import ACCELERATOR, DEVICES, MAX_EPOCHS, MAX_STEPS, PRECISION
+from cellsmith.cli_options import ACCELERATOR, DEVICES, MAX_EPOCHS, MAX_STEPS, ORIENTATION, PRECISION
 app = typer.Typer(help="Bulk deconvolution: HP-VADE with an NNLS baseline.", no_args_is_help=True)
 out = Console(soft_wrap=True)
 
@@ -36,6 +36,7 @@ def train(
     accelerator: Optional[str] = ACCELERATOR,
     devices: Optional[str] = DEVICES,
     precision: Optional[str] = PRECISION,
+    orientation: str = ORIENTATION,
 ) -> None:
     """Train HP-VADE on pseudo-bulks of a labelled reference; write the model directory.
 
@@ -57,7 +58,7 @@ def train(
         precision=precision,
     )
     adata = read_backed(reference) if backed else read(reference)
-    genes = list(read_bulk(genes_from).var_names) if genes_from is not None else None
+    genes = list(read_bulk(genes_from, orientation).var_names) if genes_from is not None else None
     model = Deconvolver(options).train(adata, cell_type_key=cell_type_key, counts_layer=counts_layer, genes=genes)
     model.save(out_dir)
     if not model.is_global_zero:
@@ -77,6 +78,7 @@ def predict(
     bulk: Path = typer.Option(..., "--bulk", help="Bulk samples: .h5ad (samples x genes) or .csv/.tsv."),
     out_path: Path = typer.Option(..., "--out", help="PROPS.csv; NNLS and fit go to PROPS.nnls.csv / PROPS.fit.csv."),
     layer: Optional[str] = typer.Option(None, "--layer", help="Layer of the bulk .h5ad to use (default X)."),
+    orientation: str = ORIENTATION,
 ) -> None:
     """Predict cell-type proportions of bulk samples (HP-VADE and NNLS, with fit quality)."""
     from cellsmith.data import read_bulk
@@ -85,7 +87,7 @@ def predict(
     from cellsmith.report import write_atomic
 
     model = Deconvolver.load(model_dir)
-    prediction = model.predict(read_bulk(bulk), layer=layer)
+    prediction = model.predict(read_bulk(bulk, orientation, genes=model.genespace.names), layer=layer)
     outputs = {
         out_path: prediction.proportions,
         sibling(out_path, NNLS_SUFFIX): prediction.nnls,
