@@ -73,3 +73,22 @@ def test_sorted_pbmc_and_donor_a_keep_priority_genes(shared_file):
     assert set(priority) <= set(selection.genespace.names)
     assert len(selection.genespace) == 2000
     _check_maps(selection, datasets)
+
+
+def test_dispersion_by_blocks_equals_scanpy(small_cells, monkeypatch):
+    """The block-wise normalized dispersion is scanpy's (seurat flavor), block size aside."""
+    import scanpy as sc
+    import scipy.sparse as sp
+
+    from cellsmith.data import hvg
+    from cellsmith.data.normalize import log1p_normalize
+
+    counts = sp.csr_matrix(small_cells.X, dtype=np.float32)
+    logged = ad.AnnData(X=log1p_normalize(counts))
+    expected = sc.pp.highly_variable_genes(logged, flavor="seurat", n_top_genes=None, inplace=False)
+    expected = expected["dispersions_norm"].fillna(-np.inf).to_numpy()
+    monkeypatch.setattr(hvg, "_DISPERSION_BLOCK", 37)  # many blocks, the last one short
+    got = hvg._normalized_dispersion(counts, small_cells.var_names).to_numpy()
+    finite = np.isfinite(expected)
+    assert np.array_equal(finite, np.isfinite(got)) and (~finite).any()  # always-zero genes included
+    np.testing.assert_allclose(got[finite], expected[finite], rtol=1e-5, atol=1e-6)
