@@ -8,7 +8,8 @@ CIBERSORTx's S-mode:
 
 1. fit proportions to the bulk divided by the current factors;
 2. re-estimate ``log f_g`` as the mean over samples of ``log(bulk / reconstruction)``, shrunk
-   towards 0 by how much of it is between-gene spread rather than sample noise, and damped.
+   towards 0 by how much of it is between-gene spread rather than sample noise, and halved
+   (:data:`CORRECTED_SHARE`).
 
 Only relative factors matter (the bulk is re-normalised to CPM). A variant that centred the
 factors within each type's marker genes (so that adaptation could never move a type's level)
@@ -29,9 +30,11 @@ from cellsmith.data import normalize
 PSEUDO_CPM = 1.0
 #: Alternations of fit and factor estimation (measured: the proportions settle by 3-4).
 N_ITERATIONS = 5
-#: Share of the estimated factors applied at each alternation (measured on simulated platform
-#: shifts and the four shared real sets: 0.5 beats 1 on all of them).
-DAMPING = 0.5
+#: Share of the estimated log factors that is corrected (each alternation re-estimates them
+#: from the original bulk, so this is also the share left at convergence). Measured on the four
+#: shared real sets: 0.5 beats 1 (full correction) on all of them; the factors also carry the
+#: fit's own composition errors, which a full correction locks in.
+CORRECTED_SHARE = 0.5
 #: Shrinkage weight when one sample gives no estimate of sample-to-sample noise.
 SINGLE_SAMPLE_WEIGHT = 0.5
 
@@ -87,13 +90,10 @@ def shrinkage_weight(ratios: np.ndarray) -> float:
 
 
 def platform_log_factors(bulk_cpm: np.ndarray, reconstructed_cpm: np.ndarray) -> tuple[np.ndarray, float]:
-    """Per gene, the mean log-ratio of bulk to reconstruction, shrunk and damped.
-
-    The weight is :func:`shrinkage_weight` times :data:`DAMPING`: the ratios carry the current
-    fit's composition errors as well as the platform, and a full step locks them in.
-    """
+    """Per gene, the mean log-ratio of bulk to reconstruction times :func:`shrinkage_weight`
+    and :data:`CORRECTED_SHARE`."""
     ratios = log_ratios(bulk_cpm, reconstructed_cpm)
-    weight = shrinkage_weight(ratios) * DAMPING
+    weight = shrinkage_weight(ratios) * CORRECTED_SHARE
     return weight * ratios.mean(axis=0), weight
 
 

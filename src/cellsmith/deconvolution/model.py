@@ -106,10 +106,10 @@ class Prediction:
 
     def with_unknown(self, method: str = "hpvade") -> pd.DataFrame:
         """Proportions of ``method`` (``hpvade`` or ``nnls``) over the cell types and ``unknown``
-        (rows sum to 1); the types alone when the model has no unknown estimate."""
+        (rows sum to 1; ``unknown`` is NaN when the model has no estimate)."""
         frame = self.proportions if method == "hpvade" else self.nnls
         column = f"{UNKNOWN}_{method}"
-        return with_unknown(frame, self.fit[column].to_numpy()) if column in self.fit else frame
+        return with_unknown(frame, self.fit[column].to_numpy() if column in self.fit else None)
 
 
 def r2_log(bulk_cpm: np.ndarray, reconstructed_cpm: np.ndarray) -> np.ndarray:
@@ -238,7 +238,7 @@ class Deconvolver(CellsmithModel):
         self.genespace = GeneSpace(gene_names[chosen])
         self.cell_types = cell_types
         means = group_means(counts, groups, len(cell_types))
-        self.anchors = self._anchors(universe, means, gene_names, chosen)
+        self.anchors = self._anchors(universe, means, gene_names)
         self.reference_signature = means.cpm
         logger.info(
             "signature S initialised from the mean CPM of %d training cells per type (%s) over "
@@ -266,14 +266,11 @@ class Deconvolver(CellsmithModel):
         return self
 
     def _anchors(
-        self, universe: GroupMeans, markers: GroupMeans, gene_names: np.ndarray, chosen: np.ndarray
+        self, universe: GroupMeans, markers: GroupMeans, gene_names: np.ndarray
     ) -> Anchors | None:
         """Genes even across types, for the unknown fraction (None when too few qualify)."""
-        marked = np.zeros(gene_names.size, dtype=bool)
-        marked[chosen] = True
         picked = choose_anchors(
-            universe.cpm, universe.detection, gene_names, exclude=marked,
-            exclude_patterns=self.config.exclude_gene_patterns,
+            universe.cpm, universe.detection, gene_names, exclude_patterns=self.config.exclude_gene_patterns
         )
         if picked.size < MIN_ANCHORS:
             logger.warning("only %d anchor genes: no unknown fraction will be estimated", picked.size)

@@ -31,6 +31,8 @@ MIN_ANCHORS = 20
 N_ANCHORS = 200
 #: An anchor's mean CPM in every type, and the share of each type's cells detecting it.
 ANCHOR_MIN_CPM, ANCHOR_MIN_DETECTION = 20.0, 0.5
+#: Largest ratio between an anchor's highest and lowest mean CPM over the types.
+ANCHOR_MAX_RATIO = 2.0
 #: Markers enter the median only where the reconstruction expects at least this CPM (of the
 #: training gene universe): weaker genes are mostly noise.
 MARKER_MIN_CPM = 5.0
@@ -80,7 +82,6 @@ def choose_anchors(
     detection: np.ndarray,
     gene_names: Sequence[str],
     *,
-    exclude: np.ndarray,
     exclude_patterns: Sequence[str],
     n_anchors: int = N_ANCHORS,
 ) -> np.ndarray:
@@ -90,21 +91,20 @@ def choose_anchors(
     ----------
     mean_cpm, detection
         ``(n_genes, n_types)`` over the training gene universe.
-    exclude
-        Boolean mask of genes never used as anchors (the model's markers).
     exclude_patterns
         Regular expressions of genes whose share differs most between protocols
         (mitochondrial, ribosomal): they would carry the platform, not the cells.
     """
     names = np.asarray(gene_names, dtype=str)
-    eligible = ~np.asarray(exclude, dtype=bool)
-    eligible &= np.nan_to_num(mean_cpm, nan=0.0).min(axis=1) >= ANCHOR_MIN_CPM
+    eligible = np.nan_to_num(mean_cpm, nan=0.0).min(axis=1) >= ANCHOR_MIN_CPM
     eligible &= np.nan_to_num(detection, nan=0.0).min(axis=1) >= ANCHOR_MIN_DETECTION
     for pattern in exclude_patterns:
         regex = re.compile(pattern)
         eligible &= ~np.array([bool(regex.search(n)) for n in names])
     candidates = np.flatnonzero(eligible)
     spread = np.log(mean_cpm[candidates].max(axis=1) / mean_cpm[candidates].min(axis=1))
+    even = spread <= np.log(ANCHOR_MAX_RATIO)
+    candidates, spread = candidates[even], spread[even]
     return np.sort(candidates[np.argsort(spread, kind="stable")[:n_anchors]])
 
 
@@ -152,8 +152,11 @@ def unknown_fraction(
     return np.clip(1.0 - np.exp(np.nan_to_num(log_known, nan=0.0)), 0.0, 1.0)
 
 
-def with_unknown(proportions: pd.DataFrame, unknown: np.ndarray) -> pd.DataFrame:
-    """Cell-type columns scaled by ``1 - unknown``, and the ``unknown`` column (rows sum to 1)."""
+def with_unknown(proportions: pd.DataFrame, unknown: np.ndarray | None) -> pd.DataFrame:
+    """Cell-type columns scaled by ``1 - unknown``, and the ``unknown`` column (rows sum to 1);
+    with None (no estimate), the proportions unchanged beside an ``unknown`` column of NaN."""
+    if unknown is None:
+        return proportions.assign(**{UNKNOWN: np.nan})
     unknown = np.asarray(unknown, dtype=np.float64)
     scaled = proportions.mul(1.0 - unknown, axis=0)
     scaled[UNKNOWN] = unknown
