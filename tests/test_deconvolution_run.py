@@ -35,6 +35,7 @@ def files(tmp_path_factory):
     table = pd.DataFrame(bulk.X.T, index=bulk.var_names, columns=bulk.obs_names).iloc[48:]
     extra = pd.DataFrame(np.full((5, bulk.n_obs), 7.0), index=[f"EXTRA{i}" for i in range(5)], columns=table.columns)
     pd.concat([table, extra]).to_csv(root / "bulk.csv")
+    bulk.obsm["proportions"].to_csv(root / "truth.csv")
     (root / "config.yaml").write_text(yaml.safe_dump(TINY))
     return root
 
@@ -58,6 +59,11 @@ def test_run_trains_on_shared_genes_and_writes_every_output(files):
     assert "NNLS" in html and "--no-adapt" in html and "Platform adaptation" in html
     model = Deconvolver.load(out / "model")
     assert model.config.seed == 1 and len(model.genespace) <= 72
+    result = invoke("evaluate", "--pred", out / "proportions.csv", "--truth", files / "truth.csv", "--out", files / "ev")
+    assert result.exit_code == 0, (result.output, result.exception)
+    pooled = pd.read_csv(files / "ev" / "pooled_metrics.csv", index_col=0)
+    assert list(pooled.index) == ["HP-VADE", "HP-VADE --no-adapt", "NNLS"]
+    assert "predicted types without truth: unknown" in result.output
 
     plain = files / "plain"
     result = invoke("run", "--reference", files / "ref.h5ad", "--cell-type-key", "cell_type", "--bulk",
@@ -132,7 +138,8 @@ def test_unknown_fraction_recovers_reads_the_reference_cannot_produce():
     bulk = pd.DataFrame(np.hstack([counts, own]), columns=[*known.var_names, *(f"NEU{i}" for i in range(20))])
     import anndata as ad
 
-    unknown = model.predict(ad.AnnData(bulk)).fit["unknown_hpvade"].to_numpy()
+    samples = ad.AnnData(bulk.to_numpy(), obs=pd.DataFrame(index=[f"s{i}" for i in range(30)]), var=pd.DataFrame(index=bulk.columns))
+    unknown = model.predict(samples).fit["unknown_hpvade"].to_numpy()
     assert np.corrcoef(unknown, share)[0, 1] > 0.9
     assert np.abs(unknown - share).mean() < 0.1
     assert unknown[:5].max() < 0.1

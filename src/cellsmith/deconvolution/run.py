@@ -22,12 +22,14 @@ import numpy as np
 import pandas as pd
 
 from cellsmith.deconvolution.config import DeconvolutionConfig
+from cellsmith.deconvolution.evaluate import NNLS_SUFFIX, NO_ADAPT_SUFFIX, RUN_FIT, sibling
 from cellsmith.deconvolution.model import Deconvolver, Prediction
 from cellsmith.deconvolution.unknown import UNKNOWN, UNKNOWN_FLAG
 from cellsmith.report import Report, atomic_output_dir
 
-PROPORTIONS, NNLS_FILE, NO_ADAPT_FILE = "proportions.csv", "proportions.nnls.csv", "proportions.no-adapt.csv"
-FIT_FILE, PLATFORM_FILE, REPORT_FILE, MODEL_DIR = "fit.csv", "platform.csv", "report.html", "model"
+PROPORTIONS = "proportions.csv"
+NNLS_FILE, NO_ADAPT_FILE = sibling(PROPORTIONS, NNLS_SUFFIX).name, sibling(PROPORTIONS, NO_ADAPT_SUFFIX).name
+PLATFORM_FILE, REPORT_FILE, MODEL_DIR = "platform.csv", "report.html", "model"
 
 
 @dataclass
@@ -56,7 +58,7 @@ class RunResult:
         tables = {
             PROPORTIONS: self.prediction.with_unknown("hpvade"),
             NNLS_FILE: self.prediction.with_unknown("nnls"),
-            FIT_FILE: self.prediction.fit,
+            RUN_FIT: self.prediction.fit,
         }
         if self.no_adapt is not None:
             tables[NO_ADAPT_FILE] = self.no_adapt.with_unknown("hpvade")
