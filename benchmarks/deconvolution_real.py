@@ -41,7 +41,9 @@ SETS = {
 }
 
 
-def method_table(preds: dict[str, pd.DataFrame], truth: pd.DataFrame, mapping, unknown_truth: pd.Series) -> pd.DataFrame:
+def method_table(
+    preds: dict[str, pd.DataFrame], truth: pd.DataFrame, mapping, unknown_truth: pd.Series
+) -> pd.DataFrame:
     """One row per method: pooled CCC / r, per-type r and bias, r(unknown, absent cells)."""
     comparison = compare(preds, truth, mapping=mapping)
     rows = {}

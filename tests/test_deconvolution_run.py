@@ -1,5 +1,6 @@
 """`deconvolve run`, platform adaptation, the unknown fraction and log2 refusal (small simulations)."""
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
@@ -59,7 +60,8 @@ def test_run_trains_on_shared_genes_and_writes_every_output(files):
     assert "NNLS" in html and "--no-adapt" in html and "Platform adaptation" in html
     model = Deconvolver.load(out / "model")
     assert model.config.seed == 1 and len(model.genespace) <= 72
-    result = invoke("evaluate", "--pred", out / "proportions.csv", "--truth", files / "truth.csv", "--out", files / "ev")
+    result = invoke("evaluate", "--pred", out / "proportions.csv", "--truth", files / "truth.csv",
+                    "--out", files / "ev")
     assert result.exit_code == 0, (result.output, result.exception)
     pooled = pd.read_csv(files / "ev" / "pooled_metrics.csv", index_col=0)
     assert list(pooled.index) == ["HP-VADE", "HP-VADE --no-adapt", "NNLS"]
@@ -136,9 +138,9 @@ def test_unknown_fraction_recovers_reads_the_reference_cannot_produce():
     counts[:, anchors] += unknown_reads * anchor_share
     own = np.repeat(unknown_reads * (1 - anchor_share.sum()) / 20, 20, axis=1)
     bulk = pd.DataFrame(np.hstack([counts, own]), columns=[*known.var_names, *(f"NEU{i}" for i in range(20))])
-    import anndata as ad
-
-    samples = ad.AnnData(bulk.to_numpy(), obs=pd.DataFrame(index=[f"s{i}" for i in range(30)]), var=pd.DataFrame(index=bulk.columns))
+    samples = ad.AnnData(
+        bulk.to_numpy(), obs=pd.DataFrame(index=[f"s{i}" for i in range(30)]), var=pd.DataFrame(index=bulk.columns)
+    )
     unknown = model.predict(samples).fit["unknown_hpvade"].to_numpy()
     assert np.corrcoef(unknown, share)[0, 1] > 0.9
     assert np.abs(unknown - share).mean() < 0.1

@@ -86,7 +86,9 @@ def run(
         As :meth:`Deconvolver.train` and :meth:`Deconvolver.predict` (log bulk is refused).
     """
     shared = pd.Index(reference.var_names).intersection(pd.Index(bulk.var_names))
-    model = Deconvolver(config).train(reference, cell_type_key=cell_type_key, counts_layer=counts_layer, genes=list(shared))
+    model = Deconvolver(config).train(
+        reference, cell_type_key=cell_type_key, counts_layer=counts_layer, genes=list(shared)
+    )
     prediction = model.predict(bulk.copy(), adapt=adapt)
     no_adapt = model.predict(bulk.copy()) if adapt else None
     return RunResult(model, prediction, no_adapt, len(shared))
