@@ -112,10 +112,10 @@ def test_adaptation_recovers_a_simulated_platform_shift():
     adapted = adapt(shifted, fit)
     assert np.corrcoef(adapted.log_factors, log_platform)[0, 1] > 0.9
     distance = lambda bulk: np.abs(np.log1p(bulk) - np.log1p(clean)).mean()  # noqa: E731
-    # Half of the estimated shift is corrected (adapt.CORRECTED_SHARE): the distance to the
+    # 40 / (40 + PRIOR_SAMPLES) of the estimated shift is corrected: the distance to the
     # unshifted bulk at least halves.
     assert distance(adapted.corrected) < 0.5 * distance(shifted)
-    assert 0 < adapted.weight <= 0.5
+    assert 0.5 < adapted.weight <= 40 / 45
 
 
 def test_unknown_fraction_recovers_reads_the_reference_cannot_produce():

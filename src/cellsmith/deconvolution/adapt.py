@@ -8,13 +8,12 @@ CIBERSORTx's S-mode:
 
 1. fit proportions to the bulk divided by the current factors;
 2. re-estimate ``log f_g`` as the mean over samples of ``log(bulk / reconstruction)``, shrunk
-   towards 0 by how much of it is between-gene spread rather than sample noise, and halved
-   (:data:`CORRECTED_SHARE`).
+   towards 0 by how much of it is between-gene spread rather than sample noise, and by the
+   number of samples (:data:`PRIOR_SAMPLES`).
 
 Only relative factors matter (the bulk is re-normalised to CPM). A variant that centred the
 factors within each type's marker genes (so that adaptation could never move a type's level)
-was measured and dropped: it lost on all four shared real sets; so did undamped updates
-(``benchmarks/deconvolution_real.py``, BENCHMARKS.md).
+was measured and dropped: it lost on all four shared real sets (``benchmarks/deconvolution_real.py``).
 """
 
 from __future__ import annotations
@@ -30,13 +29,14 @@ from cellsmith.data import normalize
 PSEUDO_CPM = 1.0
 #: Alternations of fit and factor estimation (measured: the proportions settle by 3-4).
 N_ITERATIONS = 5
-#: Share of the estimated log factors that is corrected (each alternation re-estimates them
-#: from the original bulk, so this is also the share left at convergence). Measured on the four
-#: shared real sets: 0.5 beats 1 (full correction) on all of them; the factors also carry the
-#: fit's own composition errors, which a full correction locks in.
-CORRECTED_SHARE = 0.5
-#: Shrinkage weight when one sample gives no estimate of sample-to-sample noise.
-SINGLE_SAMPLE_WEIGHT = 0.5
+#: Prior weight, in samples, of "no platform effect": the share of the estimated log factors
+#: that is corrected is ``n / (n + PRIOR_SAMPLES)`` for a set of ``n`` samples. The per-gene
+#: mean log-ratio carries the fit's composition errors as well as the platform; with few
+#: samples of similar composition (2 PBMC donors) these do not average out, and a full
+#: correction locks them in. Measured: 5 is >= no adaptation on all four shared real sets
+#: (2-12 samples) and corrects almost fully on simulated sets of 200 samples, where a full
+#: correction is best (benchmarks/deconvolution_real.py, deconvolution_platform.py).
+PRIOR_SAMPLES = 5.0
 
 #: ``fit(bulk_cpm) -> (proportions, reconstructed_cpm)``, both per sample.
 FitFunction = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -78,11 +78,11 @@ def shrinkage_weight(ratios: np.ndarray) -> float:
     ``sigma^2`` is the median over genes of the sample variance of the log-ratio (what is not
     shared by the samples: composition errors and noise), ``tau^2`` the between-gene variance of
     the means left once that noise is removed (the platform effect). One sample cannot tell the
-    two apart: :data:`SINGLE_SAMPLE_WEIGHT`.
+    two apart: 1 (the prior on the number of samples, :data:`PRIOR_SAMPLES`, still shrinks).
     """
     n = ratios.shape[0]
     if n < 2:
-        return SINGLE_SAMPLE_WEIGHT
+        return 1.0
     noise = float(np.median(ratios.var(axis=0, ddof=1))) / n
     spread = float(ratios.mean(axis=0).var())
     tau2 = max(spread - noise, 0.0)
@@ -91,9 +91,10 @@ def shrinkage_weight(ratios: np.ndarray) -> float:
 
 def platform_log_factors(bulk_cpm: np.ndarray, reconstructed_cpm: np.ndarray) -> tuple[np.ndarray, float]:
     """Per gene, the mean log-ratio of bulk to reconstruction times :func:`shrinkage_weight`
-    and :data:`CORRECTED_SHARE`."""
+    and ``n / (n + PRIOR_SAMPLES)`` (see :data:`PRIOR_SAMPLES`)."""
     ratios = log_ratios(bulk_cpm, reconstructed_cpm)
-    weight = shrinkage_weight(ratios) * CORRECTED_SHARE
+    n = ratios.shape[0]
+    weight = shrinkage_weight(ratios) * n / (n + PRIOR_SAMPLES)
     return weight * ratios.mean(axis=0), weight
 
 
