@@ -121,7 +121,7 @@ def test_adaptation_recovers_a_simulated_platform_shift():
 def test_unknown_fraction_recovers_reads_the_reference_cannot_produce():
     """Unknown cells (as neutrophils for a lymphocyte reference) carry the genes every cell has
     (anchors) at the reference's level, none of the reference's markers, and their own genes."""
-    reference = simulate.singlecell(600, 200, cell_types=("A", "B", "C"), donors=1, seed=4)
+    reference = simulate.singlecell(600, 1000, cell_types=("A", "B", "C"), donors=1, seed=4)
     options = {**TINY, "n_marker_genes": 10, "min_mean_cpm": 0.0, "n_train_samples": 512, "max_epochs": 15}
     config = DeconvolutionConfig(**options, progress_bar=False)
     model = Deconvolver(config).train(reference, cell_type_key="cell_type")

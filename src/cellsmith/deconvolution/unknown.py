@@ -31,8 +31,6 @@ MIN_ANCHORS = 20
 N_ANCHORS = 200
 #: An anchor's mean CPM in every type, and the share of each type's cells detecting it.
 ANCHOR_MIN_CPM, ANCHOR_MIN_DETECTION = 20.0, 0.5
-#: Largest ratio between an anchor's highest and lowest mean CPM over the types.
-ANCHOR_MAX_RATIO = 2.0
 #: Markers enter the median only where the reconstruction expects at least this CPM (of the
 #: training gene universe): weaker genes are mostly noise.
 MARKER_MIN_CPM = 5.0
@@ -103,8 +101,6 @@ def choose_anchors(
         eligible &= ~np.array([bool(regex.search(n)) for n in names])
     candidates = np.flatnonzero(eligible)
     spread = np.log(mean_cpm[candidates].max(axis=1) / mean_cpm[candidates].min(axis=1))
-    even = spread <= np.log(ANCHOR_MAX_RATIO)
-    candidates, spread = candidates[even], spread[even]
     return np.sort(candidates[np.argsort(spread, kind="stable")[:n_anchors]])
 
 
