@@ -238,7 +238,7 @@ class Deconvolver(CellsmithModel):
         self.genespace = GeneSpace(gene_names[chosen])
         self.cell_types = cell_types
         means = group_means(counts, groups, len(cell_types))
-        self.anchors = self._anchors(universe, means, gene_names)
+        self.anchors = self._anchors(universe, means, gene_names, chosen)
         self.reference_signature = means.cpm
         logger.info(
             "signature S initialised from the mean CPM of %d training cells per type (%s) over "
@@ -266,17 +266,22 @@ class Deconvolver(CellsmithModel):
         return self
 
     def _anchors(
-        self, universe: GroupMeans, markers: GroupMeans, gene_names: np.ndarray
+        self, universe: GroupMeans, model_genes: GroupMeans, gene_names: np.ndarray, chosen: np.ndarray
     ) -> Anchors | None:
         """Genes even across types, for the unknown fraction (None when too few qualify)."""
+        markers = None
+        if self.config.n_marker_genes is not None:  # else every gene is a model gene
+            markers = np.zeros(gene_names.size, dtype=bool)
+            markers[chosen] = True
         picked = choose_anchors(
-            universe.cpm, universe.detection, gene_names, exclude_patterns=self.config.exclude_gene_patterns
+            universe.cpm, universe.detection, gene_names, exclude=markers,
+            exclude_patterns=self.config.exclude_gene_patterns,
         )
         if picked.size < MIN_ANCHORS:
             logger.warning("only %d anchor genes: no unknown fraction will be estimated", picked.size)
             return None
         logger.info("%d anchor genes (even across types) for the unknown fraction", picked.size)
-        return Anchors(list(gene_names[picked]), universe.cpm[picked], markers.totals / universe.totals)
+        return Anchors(list(gene_names[picked]), universe.cpm[picked], model_genes.totals / universe.totals)
 
     def _marker_genes(
         self, counts: CountRows, labels: np.ndarray, train_cells: np.ndarray, cell_types: list[str],

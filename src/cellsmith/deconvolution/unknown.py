@@ -80,6 +80,7 @@ def choose_anchors(
     detection: np.ndarray,
     gene_names: Sequence[str],
     *,
+    exclude: np.ndarray | None = None,
     exclude_patterns: Sequence[str],
     n_anchors: int = N_ANCHORS,
 ) -> np.ndarray:
@@ -89,12 +90,17 @@ def choose_anchors(
     ----------
     mean_cpm, detection
         ``(n_genes, n_types)`` over the training gene universe.
+    exclude
+        Boolean mask of genes never used as anchors: the model's marker genes. Among the genes
+        every type expresses, markers chosen by fold change still differ between types (most
+        of them are lymphoid on a PBMC reference): as anchors they make the unknown vanish.
     exclude_patterns
         Regular expressions of genes whose share differs most between protocols
         (mitochondrial, ribosomal): they would carry the platform, not the cells.
     """
     names = np.asarray(gene_names, dtype=str)
-    eligible = np.nan_to_num(mean_cpm, nan=0.0).min(axis=1) >= ANCHOR_MIN_CPM
+    eligible = np.ones(len(names), dtype=bool) if exclude is None else ~np.asarray(exclude, dtype=bool)
+    eligible &= np.nan_to_num(mean_cpm, nan=0.0).min(axis=1) >= ANCHOR_MIN_CPM
     eligible &= np.nan_to_num(detection, nan=0.0).min(axis=1) >= ANCHOR_MIN_DETECTION
     for pattern in exclude_patterns:
         regex = re.compile(pattern)
