@@ -60,6 +60,13 @@ def test_run_trains_on_shared_genes_and_writes_every_output(files):
     assert "NNLS" in html and "--no-adapt" in html and "Platform adaptation" in html
     model = Deconvolver.load(out / "model")
     assert model.config.seed == 1 and len(model.genespace) <= 72
+    result = invoke("predict", "--model", out / "model", "--bulk", files / "bulk.csv", "--adapt",
+                    "--out", files / "adapted.csv")
+    assert result.exit_code == 0, (result.output, result.exception)
+    pd.testing.assert_frame_equal(  # the saved model, adapted: the run's own proportions (types only)
+        pd.read_csv(files / "adapted.csv", index_col=0), props.drop(columns=UNKNOWN).div(1 - props[UNKNOWN], axis=0),
+        atol=1e-6,
+    )
     result = invoke("evaluate", "--pred", out / "proportions.csv", "--truth", files / "truth.csv",
                     "--out", files / "ev")
     assert result.exit_code == 0, (result.output, result.exception)

@@ -78,6 +78,10 @@ def predict(
     bulk: Path = typer.Option(..., "--bulk", help="Bulk samples: .h5ad (samples x genes) or .csv/.tsv."),
     out_path: Path = typer.Option(..., "--out", help="PROPS.csv; NNLS and fit go to PROPS.nnls.csv / PROPS.fit.csv."),
     layer: Optional[str] = typer.Option(None, "--layer", help="Layer of the bulk .h5ad to use (default X)."),
+    adapt: bool = typer.Option(
+        False, "--adapt", help="Estimate gene-wise platform factors from these samples (one set, one platform) "
+        "and correct for them, as `deconvolve run` does."
+    ),
     orientation: str = ORIENTATION,
 ) -> None:
     """Predict cell-type proportions of bulk samples (HP-VADE and NNLS, with fit quality)."""
@@ -87,7 +91,7 @@ def predict(
     from cellsmith.report import write_atomic
 
     model = Deconvolver.load(model_dir)
-    prediction = model.predict(read_bulk(bulk, orientation, genes=model.genespace.names), layer=layer)
+    prediction = model.predict(read_bulk(bulk, orientation, genes=model.genespace.names), layer=layer, adapt=adapt)
     outputs = {
         out_path: prediction.proportions,
         sibling(out_path, NNLS_SUFFIX): prediction.nnls,
