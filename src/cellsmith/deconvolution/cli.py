@@ -78,6 +78,10 @@ def predict(
     bulk: Path = typer.Option(..., "--bulk", help="Bulk samples: .h5ad (samples x genes) or .csv/.tsv."),
     out_path: Path = typer.Option(..., "--out", help="PROPS.csv; NNLS and fit go to PROPS.nnls.csv / PROPS.fit.csv."),
     layer: Optional[str] = typer.Option(None, "--layer", help="Layer of the bulk .h5ad to use (default X)."),
+    adapt: bool = typer.Option(
+        False, "--adapt", help="Estimate gene-wise platform factors from these samples (one set, one platform) "
+        "and correct for them, as `deconvolve run` does."
+    ),
     orientation: str = ORIENTATION,
 ) -> None:
     """Predict cell-type proportions of bulk samples (HP-VADE and NNLS, with fit quality)."""
@@ -87,7 +91,7 @@ def predict(
     from cellsmith.report import write_atomic
 
     model = Deconvolver.load(model_dir)
-    prediction = model.predict(read_bulk(bulk, orientation, genes=model.genespace.names), layer=layer)
+    prediction = model.predict(read_bulk(bulk, orientation, genes=model.genespace.names), layer=layer, adapt=adapt)
     outputs = {
         out_path: prediction.proportions,
         sibling(out_path, NNLS_SUFFIX): prediction.nnls,
@@ -149,3 +153,54 @@ def evaluate(
         out.print(note)
     out.print(comparison.pooled.round(4).to_string())
     out.print(f"report written to {out_dir / 'report.html'}")
+
+
+@app.command("run")
+def run_command(
+    reference: Path = typer.Option(..., "--reference", help="Labelled single-cell .h5ad with raw counts."),
+    cell_type_key: str = typer.Option(..., "--cell-type-key", help="obs column with the cell types."),
+    bulk: Path = typer.Option(..., "--bulk", help="Bulk samples: .h5ad (samples x genes) or .csv/.tsv; counts, "
+                              "CPM/TPM or linear microarray intensities (not log)."),
+    out_dir: Path = typer.Option(..., "--out", help="Folder for proportions.csv, proportions.nnls.csv, fit.csv, "
+                                 "report.html (written at once)."),
+    counts_layer: Optional[str] = typer.Option(None, "--counts-layer", help="Layer with raw counts (default X)."),
+    config: Optional[Path] = typer.Option(None, "--config", help="YAML with DeconvolutionConfig options."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Override the config's seed (default 0)."),
+    no_adapt: bool = typer.Option(
+        False, "--no-adapt", help="No platform adaptation (the model as `predict` runs it); by default "
+        "gene-wise platform factors are estimated from the bulk samples and the old model is the reference row."
+    ),
+    progress: Optional[bool] = typer.Option(
+        None, "--progress/--no-progress", help="Show the progress bar (default: the config's progress_bar)."
+    ),
+    max_epochs: Optional[int] = MAX_EPOCHS,
+    accelerator: Optional[str] = ACCELERATOR,
+    orientation: str = ORIENTATION,
+) -> None:
+    """Reference + bulk -> proportions in one step: train on the shared genes, adapt, predict.
+
+    The bulk is one set measured on one platform (adaptation estimates gene-wise factors from
+    all its samples together); NNLS and HP-VADE without adaptation are reported beside.
+    """
+    from cellsmith.data import read, read_bulk
+    from cellsmith.deconvolution.config import DeconvolutionConfig
+    from cellsmith.deconvolution.run import PROPORTIONS, run, write_run
+    from cellsmith.deconvolution.unknown import UNKNOWN_FLAG
+
+    options = DeconvolutionConfig.from_yaml(
+        config, seed=seed, progress_bar=progress, max_epochs=max_epochs, accelerator=accelerator
+    )
+    adata = read(reference)
+    samples = read_bulk(bulk, orientation, genes=list(adata.var_names))
+    result = run(adata, samples, cell_type_key=cell_type_key, config=options, counts_layer=counts_layer,
+                 adapt=not no_adapt)
+    write_run(result, out_dir, bulk_name=bulk.name)
+    table = result.tables()[PROPORTIONS]
+    out.print(f"{len(table)} samples, {result.shared_genes:,} shared genes; proportions written to "
+              f"{out_dir / PROPORTIONS} (report: {out_dir / 'report.html'})")
+    out.print(table.mean().round(3).to_frame("mean").T.to_string())
+    fit = result.prediction.fit
+    flagged = fit.index[fit["unknown_flag"]] if "unknown_flag" in fit else []
+    if len(flagged):
+        out.print(f"{len(flagged)} samples hold more than {UNKNOWN_FLAG:.0%} of content the reference lacks "
+                  f"(unknown), e.g. {', '.join(map(str, flagged[:3]))}.")

@@ -26,8 +26,10 @@ from cellsmith.metrics.deconvolution import (
 )
 from cellsmith.report import Report
 
-#: Sibling files of a predictions CSV.
-NNLS_SUFFIX, FIT_SUFFIX = ".nnls.csv", ".fit.csv"
+#: Sibling files of a predictions CSV (``.no-adapt.csv``: HP-VADE without platform adaptation).
+NNLS_SUFFIX, FIT_SUFFIX, NO_ADAPT_SUFFIX = ".nnls.csv", ".fit.csv", ".no-adapt.csv"
+#: The fit table in a ``deconvolve run`` folder (beside ``proportions.csv``).
+RUN_FIT = "fit.csv"
 
 
 def sibling(path: str | Path, suffix: str) -> Path:
@@ -182,16 +184,19 @@ def _read_table(path: Path, what: str) -> pd.DataFrame:
 
 
 def read_predictions(path: str | Path) -> tuple[dict[str, pd.DataFrame], pd.DataFrame | None]:
-    """HP-VADE proportions from ``path``, NNLS from its ``.nnls.csv`` sibling when present,
-    and the fit table from ``.fit.csv`` when present."""
+    """HP-VADE proportions from ``path``; HP-VADE without adaptation and NNLS from its
+    ``.no-adapt.csv`` and ``.nnls.csv`` siblings, and the fit table from ``.fit.csv`` (or the
+    folder's ``fit.csv``, as ``deconvolve run`` writes it), when present."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"predictions file {path} does not exist; write it with `cellsmith deconvolve predict`.")
     preds = {"HP-VADE": _read_table(path, "predictions")}
+    if sibling(path, NO_ADAPT_SUFFIX).is_file():
+        preds["HP-VADE --no-adapt"] = _read_table(sibling(path, NO_ADAPT_SUFFIX), "no-adapt predictions")
     if sibling(path, NNLS_SUFFIX).is_file():
         preds["NNLS"] = _read_table(sibling(path, NNLS_SUFFIX), "NNLS predictions")
-    fit = _read_table(sibling(path, FIT_SUFFIX), "fit") if sibling(path, FIT_SUFFIX).is_file() else None
-    return preds, fit
+    fit_path = next((p for p in (sibling(path, FIT_SUFFIX), path.parent / RUN_FIT) if p.is_file()), None)
+    return preds, _read_table(fit_path, "fit") if fit_path is not None else None
 
 
 # --------------------------------------------------------------------------- report

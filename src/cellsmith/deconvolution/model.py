@@ -29,16 +29,34 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from cellsmith._logging import logger, seed_everything
-from cellsmith.data import GeneSpace, normalize, require_linear
+from cellsmith.data import GeneSpace, normalize
 from cellsmith.data.audit import describe_source
 from cellsmith.data.pseudobulk import as_count_rows, cell_type_labels, check_type_sizes, cpm_in_place, mix_counts
 from cellsmith.data.rows import CountRows, count_rows
 from cellsmith.data.splits import split_indices
+from cellsmith.deconvolution.adapt import adapt as adapt_platform
+from cellsmith.deconvolution.bulk_input import require_linear_bulk
 from cellsmith.deconvolution.config import DeconvolutionConfig
 from cellsmith.deconvolution.module import HPVADE
 from cellsmith.deconvolution.nnls import nnls_proportions
 from cellsmith.deconvolution.plan import HPVADEPlan
-from cellsmith.deconvolution.reference import consistent_marker_scores, group_means, select_genes, type_codes
+from cellsmith.deconvolution.reference import (
+    GroupMeans,
+    consistent_marker_scores,
+    group_means,
+    select_genes,
+    type_codes,
+)
+from cellsmith.deconvolution.unknown import (
+    MIN_ANCHORS,
+    UNKNOWN,
+    UNKNOWN_FLAG,
+    Anchors,
+    choose_anchors,
+    read_fractions,
+    unknown_fraction,
+    with_unknown,
+)
 from cellsmith.errors import (
     CellsmithDeprecationWarning,
     ConfigError,
@@ -55,7 +73,7 @@ from cellsmith.report import Report
 OBSM_HPVADE, OBSM_NNLS = "proportions_hpvade", "proportions_nnls"
 OBS_FIT_HPVADE, OBS_FIT_NNLS = "fit_r2_log_hpvade", "fit_r2_log_nnls"
 #: Extra files of a model folder.
-SIGNATURE, TRAINING, REPORT = "signature.csv", "training.json", "report.html"
+SIGNATURE, TRAINING, REPORT, ANCHORS = "signature.csv", "training.json", "report.html", "anchors.csv"
 #: Files of a cellsmith 0.1 model folder (no manifest).
 LEGACY_FILES = ("weights.pt", "config.yaml", "genespace.json", "cell_types.json", SIGNATURE)
 #: Bulk samples per batch at prediction (rows are independent; this bounds device memory).
@@ -69,16 +87,29 @@ class Prediction:
     Attributes
     ----------
     proportions, nnls
-        Samples x cell types, rows sum to 1.
+        Samples x cell types, rows sum to 1 over the reference's types.
     fit
         Per sample: ``r2_log_hpvade`` / ``r2_log_nnls``, the R^2 over genes of
-        ``log1p(S p / 100)`` against ``log1p(bulk_cpm / 100)`` (low values: the bulk holds
-        something the reference lacks), and ``nnls_total``, the sum of the raw NNLS coefficients.
+        ``log1p(S p / 100)`` against ``log1p(bulk_cpm / 100)`` (after platform adaptation when
+        it ran; low values: the bulk holds something the reference lacks), ``nnls_total``, the
+        sum of the raw NNLS coefficients, and, when the model can estimate it,
+        ``unknown_hpvade`` / ``unknown_nnls`` and ``unknown_flag`` (unknown above
+        :data:`~cellsmith.deconvolution.unknown.UNKNOWN_FLAG`).
+    platform
+        Gene-wise natural-log platform factors (bulk over reference) when adaptation ran.
     """
 
     proportions: pd.DataFrame
     nnls: pd.DataFrame
     fit: pd.DataFrame
+    platform: pd.Series | None = None
+
+    def with_unknown(self, method: str = "hpvade") -> pd.DataFrame:
+        """Proportions of ``method`` (``hpvade`` or ``nnls``) over the cell types and ``unknown``
+        (rows sum to 1; ``unknown`` is NaN when the model has no estimate)."""
+        frame = self.proportions if method == "hpvade" else self.nnls
+        column = f"{UNKNOWN}_{method}"
+        return with_unknown(frame, self.fit[column].to_numpy() if column in self.fit else None)
 
 
 def r2_log(bulk_cpm: np.ndarray, reconstructed_cpm: np.ndarray) -> np.ndarray:
@@ -152,6 +183,9 @@ class Deconvolver(CellsmithModel):
         self.setup: dict[str, Any] = {}
         #: First-batch diagnostics, epochs and validation metrics (``training.json``).
         self.training: dict[str, Any] = {}
+        #: Genes even across types and the marker share per type, for the unknown fraction
+        #: (``anchors.csv``; None for models without it).
+        self.anchors: Anchors | None = None
 
     # ------------------------------------------------------------------ training
     @_TrainEntry
@@ -197,12 +231,14 @@ class Deconvolver(CellsmithModel):
         train_cells, val_cells = parts["train"], parts["validation"]
 
         chosen = self._marker_genes(counts, labels, train_cells, cell_types, gene_names)
+        groups = np.full(labels.size, -1, dtype=np.int64)
+        groups[train_cells] = type_codes(labels[train_cells], cell_types)
+        universe = group_means(counts, groups, len(cell_types))
         counts = _take_columns(counts, chosen)
         self.genespace = GeneSpace(gene_names[chosen])
         self.cell_types = cell_types
-        groups = np.full(labels.size, -1, dtype=np.int64)
-        groups[train_cells] = type_codes(labels[train_cells], cell_types)
         means = group_means(counts, groups, len(cell_types))
+        self.anchors = self._anchors(universe, means, gene_names, chosen)
         self.reference_signature = means.cpm
         logger.info(
             "signature S initialised from the mean CPM of %d training cells per type (%s) over "
@@ -228,6 +264,24 @@ class Deconvolver(CellsmithModel):
         self.module = build_module(config, self.reference_signature, content)
         self._fit(counts, labels, train_cells, val_cells)
         return self
+
+    def _anchors(
+        self, universe: GroupMeans, model_genes: GroupMeans, gene_names: np.ndarray, chosen: np.ndarray
+    ) -> Anchors | None:
+        """Genes even across types, for the unknown fraction (None when too few qualify)."""
+        markers = None
+        if self.config.n_marker_genes is not None:  # else every gene is a model gene
+            markers = np.zeros(gene_names.size, dtype=bool)
+            markers[chosen] = True
+        picked = choose_anchors(
+            universe.cpm, universe.detection, gene_names, exclude=markers,
+            exclude_patterns=self.config.exclude_gene_patterns,
+        )
+        if picked.size < MIN_ANCHORS:
+            logger.warning("only %d anchor genes: no unknown fraction will be estimated", picked.size)
+            return None
+        logger.info("%d anchor genes (even across types) for the unknown fraction", picked.size)
+        return Anchors(list(gene_names[picked]), universe.cpm[picked], model_genes.totals / universe.totals)
 
     def _marker_genes(
         self, counts: CountRows, labels: np.ndarray, train_cells: np.ndarray, cell_types: list[str],
@@ -314,22 +368,57 @@ class Deconvolver(CellsmithModel):
                 reconstructed.append(module.reconstruct_bulk(p).cpu().numpy())
         return np.concatenate(proportions), np.concatenate(reconstructed).astype(np.float64)
 
-    def _predict_cpm(self, bulk_cpm: np.ndarray, index: Sequence[str] | None = None) -> Prediction:
+    def _network_fit(self, bulk_cpm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         props, reconstructed = self._network(bulk_cpm)
+        return props.astype(np.float64), reconstructed
+
+    def _nnls_fit(self, bulk_cpm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        props, coefficients = nnls_proportions(bulk_cpm, self.reference_signature)
+        return props, coefficients @ self.reference_signature.T
+
+    def _predict_cpm(
+        self,
+        bulk_cpm: np.ndarray,
+        index: Sequence[str] | None = None,
+        *,
+        adapt: bool = False,
+        bulk_linear: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> Prediction:
+        """Both methods on ``bulk_cpm``; ``adapt``: HP-VADE with platform adaptation;
+        ``bulk_linear``: the bulk's linear values on the model's genes and on the anchors, for
+        the unknown fraction."""
+        platform = None
+        if adapt:
+            adapted = adapt_platform(bulk_cpm, self._network_fit)
+            props, reconstructed, fitted = adapted.proportions, adapted.reconstructed, adapted.corrected
+            platform = pd.Series(adapted.log_factors, index=list(self.genespace), name="log_factor")
+        else:
+            (props, reconstructed), fitted = self._network_fit(bulk_cpm), bulk_cpm
         nnls, coefficients = nnls_proportions(bulk_cpm, self.reference_signature)
         index = pd.Index(index if index is not None else [str(i) for i in range(len(bulk_cpm))], dtype=str)
         fit = pd.DataFrame(
             {
-                "r2_log_hpvade": r2_log(bulk_cpm, reconstructed),
+                "r2_log_hpvade": r2_log(fitted, reconstructed),
                 "r2_log_nnls": r2_log(bulk_cpm, coefficients @ self.reference_signature.T),
                 "nnls_total": coefficients.sum(axis=1),
             },
             index=index,
         )
+        if bulk_linear is not None and self.anchors is not None:
+            for method, p in (("hpvade", props), ("nnls", nnls)):
+                fit[f"{UNKNOWN}_{method}"] = self._unknown(p, *bulk_linear)
+            fit["unknown_flag"] = fit[f"{UNKNOWN}_hpvade"] > UNKNOWN_FLAG
         return Prediction(
-            proportions=pd.DataFrame(props.astype(np.float64), index=index, columns=self.cell_types),
+            proportions=pd.DataFrame(props, index=index, columns=self.cell_types),
             nnls=pd.DataFrame(nnls, index=index, columns=self.cell_types),
             fit=fit,
+            platform=platform,
+        )
+
+    def _unknown(self, proportions: np.ndarray, markers: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+        content = np.asarray(self.setup["mrna_content"], dtype=np.float64)
+        return unknown_fraction(
+            markers, anchors, read_fractions(proportions, content), self.reference_signature, self.anchors
         )
 
     def bulk_cpm(self, bulk: ad.AnnData, *, layer: str | None = None) -> np.ndarray:
@@ -342,8 +431,12 @@ class Deconvolver(CellsmithModel):
         GeneSpaceError
             Fewer than ``min_gene_overlap`` of the model's genes in the bulk.
         """
+        return normalize.cpm(self._linear_bulk(bulk, layer=layer)[0])
+
+    def _linear_bulk(self, bulk: ad.AnnData, *, layer: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The bulk's linear values on the model's genes and on the anchors (NaN: absent)."""
         self.require_trained()
-        values, scale = require_linear(bulk, layer=layer)
+        values, scale = require_linear_bulk(bulk, layer=layer)
         linear = ad.AnnData(X=values, obs=pd.DataFrame(index=bulk.obs_names), var=pd.DataFrame(index=bulk.var_names))
         linear.uns["cellsmith"] = dict(bulk.uns.get("cellsmith", {}))
         try:
@@ -351,9 +444,9 @@ class Deconvolver(CellsmithModel):
         except GeneSpaceError as err:
             raise GeneSpaceError(
                 f"{describe_source(bulk)}: {err} To use this bulk, retrain restricted to its genes: "
-                "cellsmith deconvolve train ... --genes-from BULK."
+                "cellsmith deconvolve train ... --genes-from BULK, or run `cellsmith deconvolve run`."
             ) from None
-        x = aligned.X.toarray() if hasattr(aligned.X, "toarray") else np.asarray(aligned.X)
+        x = _dense(aligned.X).astype(np.float64)
         empty = np.flatnonzero(x.sum(axis=1) <= 0)
         if empty.size:
             raise InputError(
@@ -361,26 +454,40 @@ class Deconvolver(CellsmithModel):
                 "expression in the model's genes; check the gene names and the sample orientation."
             )
         logger.info("bulk %s: %s scale, %d samples", describe_source(bulk), scale, bulk.n_obs)
-        return normalize.cpm(x.astype(np.float64))
+        anchors = np.full((bulk.n_obs, 0), np.nan)
+        if self.anchors is not None:
+            position = pd.Index(bulk.var_names).get_indexer(self.anchors.genes)
+            present = position >= 0
+            anchors = np.full((bulk.n_obs, len(self.anchors.genes)), np.nan)
+            anchors[:, present] = _dense(values[:, position[present]])
+        return x, anchors
 
-    def predict(self, bulk: ad.AnnData, *, layer: str | None = None) -> Prediction:
+    def predict(self, bulk: ad.AnnData, *, layer: str | None = None, adapt: bool = False) -> Prediction:
         """Cell-type proportions of each bulk sample by HP-VADE and by NNLS.
 
         Parameters
         ----------
         bulk
-            Samples x genes of raw counts or CPM/TPM (log input is refused).
+            Samples x genes of raw counts, CPM/TPM or linear microarray intensities (log input is
+            refused). With ``adapt``, the samples are one set measured on one platform.
         layer
             Use this layer instead of X.
+        adapt
+            Estimate gene-wise platform factors from these samples and correct for them
+            (:mod:`cellsmith.deconvolution.adapt`); NNLS stays the plain baseline.
 
         Returns
         -------
         Prediction
             Also written to ``bulk``: ``obsm["proportions_hpvade"]``, ``obsm["proportions_nnls"]``
             (DataFrames, one column per cell type), ``obs["fit_r2_log_hpvade"]`` and
-            ``obs["fit_r2_log_nnls"]``.
+            ``obs["fit_r2_log_nnls"]``. Models trained by this version also give the unknown
+            fraction (``fit["unknown_hpvade"]``, :meth:`Prediction.with_unknown`).
         """
-        prediction = self._predict_cpm(self.bulk_cpm(bulk, layer=layer), index=bulk.obs_names)
+        markers, anchors = self._linear_bulk(bulk, layer=layer)
+        prediction = self._predict_cpm(
+            normalize.cpm(markers), index=bulk.obs_names, adapt=adapt, bulk_linear=(markers, anchors)
+        )
         bulk.obsm[OBSM_HPVADE] = prediction.proportions
         bulk.obsm[OBSM_NNLS] = prediction.nnls
         bulk.obs[OBS_FIT_HPVADE] = prediction.fit["r2_log_hpvade"].to_numpy()
@@ -406,6 +513,7 @@ class Deconvolver(CellsmithModel):
             SIGNATURE: signature.to_csv,
             TRAINING: lambda path: path.write_text(json.dumps(self.training, indent=2)),
             REPORT: self.training_report().write,
+            **({ANCHORS: self.anchors.to_frame(self.cell_types).to_csv} if self.anchors is not None else {}),
         }
 
     def training_report(self) -> Report:
@@ -434,6 +542,8 @@ class Deconvolver(CellsmithModel):
         self.module.load_state_dict(files.weights)
         training = files.file(TRAINING)
         self.training = json.loads(training.read_text()) if training is not None else {}
+        anchors = files.file(ANCHORS)  # absent in folders of earlier versions: no unknown fraction
+        self.anchors = Anchors.from_frame(pd.read_csv(anchors, index_col=0)) if anchors is not None else None
 
     @classmethod
     def read_legacy(cls, path: Path) -> ModelFiles:
@@ -469,6 +579,10 @@ class Deconvolver(CellsmithModel):
         return ModelFiles(
             path=path, config=config, setup=setup, weights=weights, genespace=GeneSpace.read(path / "genespace.json")
         )
+
+
+def _dense(x) -> np.ndarray:
+    return x.toarray() if hasattr(x, "toarray") else np.asarray(x)
 
 
 def cap_per_type(cells: np.ndarray, labels: np.ndarray, limit: int, *, seed: int) -> np.ndarray:

@@ -1,0 +1,169 @@
+"""The ``unknown`` fraction: bulk signal the reference's cell types cannot produce.
+
+Proportions fitted on marker genes sum to 1 over the reference types, so neutrophils in whole
+blood or cancer cells in a tumour inflate the nearest reference type. Two groups of genes tell
+how much of a bulk the reference types explain, in the spirit of EPIC's "other cells":
+
+- *anchors*: genes expressed at a similar level in every reference type (housekeeping-like);
+  cells of any type, known or not, carry them, so their level measures all the cells;
+- *markers* (the model's genes): only the reference types carry them.
+
+With ``q`` the read fractions of the reference types, the bulk over the reference is, per gene,
+``(1 - u) * f_g`` on markers and ``f_g`` on anchors (``u``: the unknown share of reads,
+``f_g``: gene-wise platform noise). The median log-ratio over markers minus that over anchors
+estimates ``log(1 - u)``; the scale of the bulk (counts, CPM, intensities) cancels out, so any
+linear bulk works and no normalisation over a shared gene universe is needed. Unknown cells
+are taken to carry the mean mRNA of the sample's known cells: ``u`` is a cell fraction too.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+#: Fewest anchors an unknown fraction is estimated from.
+MIN_ANCHORS = 20
+#: Anchor genes kept (the most even across types among the eligible ones).
+N_ANCHORS = 200
+#: An anchor's mean CPM in every type, and the share of each type's cells detecting it.
+ANCHOR_MIN_CPM, ANCHOR_MIN_DETECTION = 20.0, 0.5
+#: Markers enter the median only where the reconstruction expects at least this CPM (of the
+#: training gene universe): weaker genes are mostly noise.
+MARKER_MIN_CPM = 5.0
+#: Samples whose unknown fraction exceeds this are flagged in ``fit.csv``.
+UNKNOWN_FLAG = 0.1
+
+
+@dataclass
+class Anchors:
+    """What a model keeps to estimate the unknown fraction (``anchors.csv`` of its folder).
+
+    Attributes
+    ----------
+    genes
+        Anchor gene names.
+    signature
+        ``(n_anchors, n_types)`` mean CPM of each type over the training gene universe.
+    marker_share
+        ``(n_types,)`` share of each type's counts (over the training universe) that falls on
+        the model's genes: converts the marker signature (CPM over the model's genes) to the
+        universe's scale.
+    """
+
+    genes: list[str]
+    signature: np.ndarray
+    marker_share: np.ndarray
+
+    def to_frame(self, cell_types: Sequence[str]) -> pd.DataFrame:
+        """Anchors x types CPM, plus one row ``__marker_share__`` (the file format)."""
+        frame = pd.DataFrame(self.signature, index=self.genes, columns=list(cell_types))
+        frame.loc[MARKER_SHARE_ROW] = self.marker_share
+        return frame
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame) -> Anchors:
+        """Inverse of :meth:`to_frame`."""
+        share = frame.loc[MARKER_SHARE_ROW].to_numpy(dtype=np.float64)
+        body = frame.drop(index=MARKER_SHARE_ROW)
+        return cls(list(body.index.astype(str)), body.to_numpy(dtype=np.float64), share)
+
+
+MARKER_SHARE_ROW = "__marker_share__"
+
+
+def choose_anchors(
+    mean_cpm: np.ndarray,
+    detection: np.ndarray,
+    gene_names: Sequence[str],
+    *,
+    exclude: np.ndarray | None = None,
+    exclude_patterns: Sequence[str],
+    n_anchors: int = N_ANCHORS,
+) -> np.ndarray:
+    """Indices of the genes most even across types among those expressed in every type.
+
+    Parameters
+    ----------
+    mean_cpm, detection
+        ``(n_genes, n_types)`` over the training gene universe.
+    exclude
+        Boolean mask of genes never used as anchors: the model's marker genes. Among the genes
+        every type expresses, markers chosen by fold change still differ between types (most
+        of them are lymphoid on a PBMC reference): as anchors they make the unknown vanish.
+    exclude_patterns
+        Regular expressions of genes whose share differs most between protocols
+        (mitochondrial, ribosomal): they would carry the platform, not the cells.
+    """
+    names = np.asarray(gene_names, dtype=str)
+    eligible = np.ones(len(names), dtype=bool) if exclude is None else ~np.asarray(exclude, dtype=bool)
+    eligible &= np.nan_to_num(mean_cpm, nan=0.0).min(axis=1) >= ANCHOR_MIN_CPM
+    eligible &= np.nan_to_num(detection, nan=0.0).min(axis=1) >= ANCHOR_MIN_DETECTION
+    for pattern in exclude_patterns:
+        regex = re.compile(pattern)
+        eligible &= ~np.array([bool(regex.search(n)) for n in names])
+    candidates = np.flatnonzero(eligible)
+    spread = np.log(mean_cpm[candidates].max(axis=1) / mean_cpm[candidates].min(axis=1))
+    return np.sort(candidates[np.argsort(spread, kind="stable")[:n_anchors]])
+
+
+def read_fractions(proportions: np.ndarray, content: np.ndarray) -> np.ndarray:
+    """Cell fractions -> read fractions (each type weighted by its mRNA per cell)."""
+    weighted = np.asarray(proportions, dtype=np.float64) * np.asarray(content, dtype=np.float64)
+    return weighted / weighted.sum(axis=1, keepdims=True)
+
+
+def _median_log_ratio(values: np.ndarray, expected: np.ndarray, usable: np.ndarray) -> np.ndarray:
+    """Per sample, the median over usable genes of ``log(values / expected)`` (NaN if none)."""
+    ratio = np.where(usable, np.log(np.where(usable, values, 1.0) / np.where(usable, expected, 1.0)), np.nan)
+    has_any = usable.any(axis=1)
+    result = np.full(values.shape[0], np.nan)
+    result[has_any] = np.nanmedian(ratio[has_any], axis=1)
+    return result
+
+
+def unknown_fraction(
+    bulk_markers: np.ndarray,
+    bulk_anchors: np.ndarray,
+    read_fraction: np.ndarray,
+    signature: np.ndarray,
+    anchors: Anchors,
+) -> np.ndarray:
+    """``(n_samples,)`` share of each bulk sample the reference types do not explain, in [0, 1].
+
+    Parameters
+    ----------
+    bulk_markers, bulk_anchors
+        The bulk's linear values (any scale, the same for both) on the model's genes and on the
+        anchors (NaN where the bulk lacks an anchor).
+    read_fraction
+        ``(n_samples, n_types)`` read fractions of the fitted known types.
+    signature
+        ``(n_genes, n_types)`` the model's marker signature, CPM over the model's genes.
+    """
+    expected_markers = read_fraction @ (signature * anchors.marker_share).T
+    expected_anchors = read_fraction @ anchors.signature.T
+    markers_usable = (bulk_markers > 0) & (expected_markers >= MARKER_MIN_CPM)
+    anchors_usable = np.isfinite(bulk_anchors) & (bulk_anchors > 0)
+    log_known = _median_log_ratio(bulk_markers, expected_markers, markers_usable) - _median_log_ratio(
+        np.nan_to_num(bulk_anchors, nan=0.0), expected_anchors, anchors_usable
+    )
+    return np.clip(1.0 - np.exp(np.nan_to_num(log_known, nan=0.0)), 0.0, 1.0)
+
+
+def with_unknown(proportions: pd.DataFrame, unknown: np.ndarray | None) -> pd.DataFrame:
+    """Cell-type columns scaled by ``1 - unknown``, and the ``unknown`` column (rows sum to 1);
+    with None (no estimate), the proportions unchanged beside an ``unknown`` column of NaN."""
+    if unknown is None:
+        return proportions.assign(**{UNKNOWN: np.nan})
+    unknown = np.asarray(unknown, dtype=np.float64)
+    scaled = proportions.mul(1.0 - unknown, axis=0)
+    scaled[UNKNOWN] = unknown
+    return scaled
+
+
+#: Column of the unknown fraction in proportions tables.
+UNKNOWN = "unknown"

@@ -1,0 +1,154 @@
+"""`deconvolve run`, platform adaptation, the unknown fraction and log2 refusal (small simulations)."""
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from cellsmith.data import normalize, simulate
+from cellsmith.deconvolution import DeconvolutionConfig, Deconvolver, nnls_proportions
+from cellsmith.deconvolution.adapt import adapt
+from cellsmith.deconvolution.unknown import UNKNOWN
+from cellsmith.errors import ScaleError
+
+TINY = {"n_marker_genes": None, "n_train_samples": 256, "n_val_samples": 64, "cells_per_sample": 100,
+        "max_epochs": 2, "batch_size": 64, "deconv_hidden": [32], "vae_hidden": [32], "n_latent": 8}
+
+
+def invoke(*args):
+    """``cellsmith deconvolve ...`` in this process (no start-up cost); the result."""
+    from typer.testing import CliRunner
+
+    from cellsmith.cli import app
+
+    return CliRunner().invoke(app, ["deconvolve", *map(str, args)])
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    reference = simulate.singlecell(400, 120, cell_types=("A", "B", "C"), donors=1, seed=0)
+    reference.write_h5ad(root / "ref.h5ad")
+    bulk = simulate.bulk(reference, 8, cells_per_sample=100, seed=5)
+    # The bulk lacks 40% of the reference's genes (`predict` would refuse a model trained on all)
+    # and has genes the reference lacks.
+    table = pd.DataFrame(bulk.X.T, index=bulk.var_names, columns=bulk.obs_names).iloc[48:]
+    extra = pd.DataFrame(np.full((5, bulk.n_obs), 7.0), index=[f"EXTRA{i}" for i in range(5)], columns=table.columns)
+    pd.concat([table, extra]).to_csv(root / "bulk.csv")
+    bulk.obsm["proportions"].to_csv(root / "truth.csv")
+    (root / "config.yaml").write_text(yaml.safe_dump(TINY))
+    return root
+
+
+def test_run_trains_on_shared_genes_and_writes_every_output(files):
+    out = files / "out"
+    result = invoke("run", "--reference", files / "ref.h5ad", "--cell-type-key", "cell_type", "--bulk",
+                    files / "bulk.csv", "--out", out, "--config", files / "config.yaml", "--seed", "1",
+                    "--orientation", "genes-by-samples")
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "72 shared genes" in result.output
+    for name in ("proportions.csv", "proportions.nnls.csv", "proportions.no-adapt.csv", "fit.csv", "report.html"):
+        assert (out / name).is_file(), name
+    props = pd.read_csv(out / "proportions.csv", index_col=0)
+    assert list(props.columns) == ["A", "B", "C", UNKNOWN] and len(props) == 8
+    np.testing.assert_allclose(props.sum(axis=1), 1.0, atol=1e-6)
+    assert list(pd.read_csv(out / "proportions.nnls.csv", index_col=0).columns) == list(props.columns)
+    fit = pd.read_csv(out / "fit.csv", index_col=0)
+    assert {"r2_log_hpvade", "unknown_hpvade", "unknown_flag"} <= set(fit.columns)
+    html = (out / "report.html").read_text()
+    assert "NNLS" in html and "--no-adapt" in html and "Platform adaptation" in html
+    model = Deconvolver.load(out / "model")
+    assert model.config.seed == 1 and len(model.genespace) <= 72
+    result = invoke("predict", "--model", out / "model", "--bulk", files / "bulk.csv", "--adapt",
+                    "--out", files / "adapted.csv")
+    assert result.exit_code == 0, (result.output, result.exception)
+    pd.testing.assert_frame_equal(  # the saved model, adapted: the run's own proportions (types only)
+        pd.read_csv(files / "adapted.csv", index_col=0), props.drop(columns=UNKNOWN).div(1 - props[UNKNOWN], axis=0),
+        atol=1e-6,
+    )
+    result = invoke("evaluate", "--pred", out / "proportions.csv", "--truth", files / "truth.csv",
+                    "--out", files / "ev")
+    assert result.exit_code == 0, (result.output, result.exception)
+    pooled = pd.read_csv(files / "ev" / "pooled_metrics.csv", index_col=0)
+    assert list(pooled.index) == ["HP-VADE", "HP-VADE --no-adapt", "NNLS"]
+    assert "predicted types without truth: unknown" in result.output
+
+    plain = files / "plain"
+    result = invoke("run", "--reference", files / "ref.h5ad", "--cell-type-key", "cell_type", "--bulk",
+                    files / "bulk.csv", "--out", plain, "--config", files / "config.yaml", "--seed", "1", "--no-adapt")
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert (plain / "proportions.csv").is_file() and not (plain / "proportions.no-adapt.csv").exists()
+    # Same seed, no adaptation: the reference row of the first run.
+    pd.testing.assert_frame_equal(
+        pd.read_csv(plain / "proportions.csv", index_col=0), pd.read_csv(out / "proportions.no-adapt.csv", index_col=0)
+    )
+
+
+def test_log2_bulk_is_refused_with_unlog_advice_and_linear_intensities_pass(files, tmp_path):
+    bulk = pd.read_csv(files / "bulk.csv", index_col=0)
+    np.log2(bulk + 1).to_csv(tmp_path / "log2.csv")
+    result = invoke("run", "--reference", files / "ref.h5ad", "--cell-type-key", "cell_type", "--bulk",
+                    tmp_path / "log2.csv", "--out", tmp_path / "never", "--config", files / "config.yaml")
+    assert isinstance(result.exception, ScaleError) and "2**x" in str(result.exception)
+    assert not (tmp_path / "never").exists()
+
+    # Linear microarray-like intensities: non-integer, unnormalised rows, audited as normalized.
+    reference = simulate.singlecell(400, 120, cell_types=("A", "B", "C"), donors=1, seed=0)
+    model = Deconvolver(DeconvolutionConfig(**TINY, progress_bar=False)).train(reference, cell_type_key="cell_type")
+    arrays = simulate.bulk(reference, 6, cells_per_sample=100, seed=2)
+    arrays.X = np.asarray(arrays.X, dtype=np.float64) * np.linspace(0.5, 3.0, 6)[:, None] * 1.37 + 16.0
+    prediction = model.predict(arrays)
+    assert np.isfinite(prediction.proportions.to_numpy()).all()
+
+
+def test_adaptation_recovers_a_simulated_platform_shift():
+    rng = np.random.default_rng(0)
+    n_genes, n_types, n_samples = 300, 4, 40
+    signature = rng.gamma(0.5, 1.0, (n_genes, n_types)) * rng.lognormal(0, 1, (n_genes, 1))
+    signature = normalize.cpm(signature.T).T
+    truth = rng.dirichlet(np.ones(n_types), n_samples)
+    log_platform = rng.normal(0, 0.8, n_genes)
+    clean = normalize.cpm(truth @ signature.T)
+    shifted = normalize.cpm(clean * np.exp(log_platform))
+
+    def fit(cpm):
+        proportions, coefficients = nnls_proportions(cpm, signature)
+        return proportions, coefficients @ signature.T
+
+    adapted = adapt(shifted, fit)
+    assert np.corrcoef(adapted.log_factors, log_platform)[0, 1] > 0.9
+    distance = lambda bulk: np.abs(np.log1p(bulk) - np.log1p(clean)).mean()  # noqa: E731
+    # 40 / (40 + PRIOR_SAMPLES) of the estimated shift is corrected: the distance to the
+    # unshifted bulk at least halves.
+    assert distance(adapted.corrected) < 0.5 * distance(shifted)
+    assert 0.5 < adapted.weight <= 40 / 45
+
+
+def test_unknown_fraction_recovers_reads_the_reference_cannot_produce():
+    """Unknown cells (as neutrophils for a lymphocyte reference) carry the genes every cell has
+    (anchors) at the reference's level, none of the reference's markers, and their own genes."""
+    reference = simulate.singlecell(600, 1000, cell_types=("A", "B", "C"), donors=1, seed=4)
+    options = {**TINY, "n_marker_genes": 10, "min_mean_cpm": 0.0, "n_train_samples": 512, "max_epochs": 15}
+    config = DeconvolutionConfig(**options, progress_bar=False)
+    model = Deconvolver(config).train(reference, cell_type_key="cell_type")
+    assert model.anchors is not None
+    known = simulate.bulk(reference, 30, cells_per_sample=200, seed=6)
+    counts = np.asarray(known.X, dtype=np.float64)
+    share = np.random.default_rng(0).uniform(0.0, 0.7, 30)
+    share[:5] = 0.0
+    # Per read, unknown cells hold the anchors as the reference's cells do; the rest of their
+    # reads go to 20 genes the reference lacks.
+    anchor_share = model.anchors.signature.mean(axis=1) / 1e6
+    unknown_reads = counts.sum(axis=1, keepdims=True) * share[:, None] / (1 - share[:, None])
+    anchors = pd.Index(known.var_names).get_indexer(model.anchors.genes)
+    counts[:, anchors] += unknown_reads * anchor_share
+    own = np.repeat(unknown_reads * (1 - anchor_share.sum()) / 20, 20, axis=1)
+    bulk = pd.DataFrame(np.hstack([counts, own]), columns=[*known.var_names, *(f"NEU{i}" for i in range(20))])
+    samples = ad.AnnData(
+        bulk.to_numpy(), obs=pd.DataFrame(index=[f"s{i}" for i in range(30)]), var=pd.DataFrame(index=bulk.columns)
+    )
+    unknown = model.predict(samples).fit["unknown_hpvade"].to_numpy()
+    assert np.corrcoef(unknown, share)[0, 1] > 0.9
+    assert np.abs(unknown - share).mean() < 0.1
+    assert unknown[:5].max() < 0.1
