@@ -7,14 +7,15 @@ without a traceback, exit status 2; ``--verbose`` shows the traceback.
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 from rich.logging import RichHandler
 
+from cellsmith import cli_options  # noqa: F401 - its import sets the help metavars of every command
 from cellsmith.errors import CellsmithError, InputError
 from cellsmith.retrieval.cli import retrieve_app
 from cellsmith.perturbation.cli import app as perturb_app
@@ -23,8 +24,28 @@ from cellsmith.deconvolution.cli import app as deconvolve_app
 
 console = Console(stderr=True)
 out = Console(soft_wrap=True)
+_state = {"verbose": False}
+
+
+class _Group(TyperGroup):
+    """The root command group: user errors are printed without a traceback, exit status 2.
+
+    Handled here rather than around ``app()`` so that the console script, ``python -m
+    cellsmith.cli`` and in-process runs (typer's CliRunner, the tests) behave the same.
+    """
+
+    def invoke(self, ctx: typer.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except CellsmithError as err:
+            if _state["verbose"]:
+                console.print_exception()
+            console.print(f"error: {err}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
 
 app = typer.Typer(
+    cls=_Group,
     name="cellsmith",
     help="Single-cell RNA-seq models that are correct by construction.",
     no_args_is_help=True,
@@ -37,8 +58,6 @@ app.add_typer(retrieve_app, name="retrieve")
 app.add_typer(perturb_app, name="perturb")
 app.add_typer(scvi_app, name="scvi")
 app.add_typer(deconvolve_app, name="deconvolve")
-
-_state = {"verbose": False}
 
 
 @app.callback()
@@ -147,15 +166,8 @@ def demo(
 
 
 def main() -> None:
-    """Console-script entry point: user errors without traceback, exit status 2."""
-    # Typer handles usage errors itself (exit 2) and lets other exceptions through.
-    try:
-        app()
-    except CellsmithError as err:
-        if _state["verbose"]:
-            console.print_exception()
-        console.print(f"error: {err}", markup=False, highlight=False, soft_wrap=True)
-        sys.exit(2)
+    """Console-script entry point (user errors: no traceback, exit status 2; see ``_Group``)."""
+    app()
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import scipy.sparse as sp
 from cellsmith._logging import logger
 from cellsmith.data.audit import require_counts
 from cellsmith.data.genespace import GeneSpace
+from cellsmith.data.io import require_unique_genes
 from cellsmith.data.normalize import log1p_normalize
 from cellsmith.errors import GeneSpaceError, InputError
 
@@ -83,16 +84,22 @@ class HVGSelection:
                 f"{path} does not exist; create the gene space with `cellsmith genes hvg ... "
                 "--out DIR` and pass that DIR."
             )
-        payload = json.loads(path.read_text())
-        names = list(payload["datasets"])
-        return cls(
-            genespace=GeneSpace(payload["hvg_names"]),
-            index_maps={n: np.asarray(payload[f"{n}_to_hvg"], dtype=np.int64) for n in names},
-            priority_genes_included=payload["priority_genes_included"],
-            priority_genes_missing=payload["priority_genes_missing"],
-            datasets=payload["datasets"],
-            params=payload["params"],
-        )
+        try:
+            payload = json.loads(path.read_text())
+            names = list(payload["datasets"])
+            return cls(
+                genespace=GeneSpace(payload["hvg_names"]),
+                index_maps={n: np.asarray(payload[f"{n}_to_hvg"], dtype=np.int64) for n in names},
+                priority_genes_included=payload["priority_genes_included"],
+                priority_genes_missing=payload["priority_genes_missing"],
+                datasets=payload["datasets"],
+                params=payload["params"],
+            )
+        except (ValueError, KeyError, TypeError) as err:  # JSONDecodeError is a ValueError
+            raise InputError(
+                f"{path} is not a gene space written by `cellsmith genes hvg` ({type(err).__name__}: "
+                f"{err}); write it again."
+            ) from None
 
 
 def _expressed_fraction(counts) -> np.ndarray:
@@ -149,12 +156,7 @@ def cross_dataset_hvg(
         raise InputError(f"n_top must be at least 1, got {n_top}.")
     counts = {name: require_counts(a, layer=counts_layer) for name, a in datasets.items()}
     for name, a in datasets.items():
-        dup = a.var_names[a.var_names.duplicated()]
-        if len(dup):
-            raise GeneSpaceError(
-                f"dataset '{name}' has {len(dup.unique())} duplicated gene names (e.g. "
-                f"{', '.join(dup.unique()[:5])}); make var_names unique first."
-            )
+        require_unique_genes(a.var_names, f"dataset '{name}'")
     first = next(iter(datasets.values()))
     common = first.var_names
     for a in datasets.values():

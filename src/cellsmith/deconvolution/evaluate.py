@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
+from cellsmith.data.io import read_h5ad, read_table, read_yaml
 from cellsmith.errors import InputError
 from cellsmith.metrics.deconvolution import (
     MappedTypes,
@@ -128,13 +128,7 @@ def read_mapping(path: str | Path | None = None, pairs: Sequence[str] = ()) -> l
     """Type pairs from a YAML file and/or ``TRUTH[,TRUTH]=PRED[,PRED]`` strings; None if neither."""
     result: list[TypePair] = []
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(f"mapping file {path} does not exist.")
-        try:
-            result += parse_mapping(yaml.safe_load(path.read_text()))
-        except yaml.YAMLError as err:
-            raise InputError(f"mapping file {path} is not valid YAML ({err}).") from None
+        result += parse_mapping(read_yaml(path, "mapping file"))
     for text in pairs:
         if "=" not in text:
             raise InputError(f"--pair takes TRUTH[,TRUTH...]=PRED[,PRED...], got '{text}'.")
@@ -148,12 +142,8 @@ def read_mapping(path: str | Path | None = None, pairs: Sequence[str] = ()) -> l
 def read_truth(path: str | Path, key: str | None = None) -> pd.DataFrame:
     """Samples x types truth from a CSV (first column: sample names) or ``h5ad.obsm[key]``."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"truth file {path} does not exist.")
     if path.suffix == ".h5ad":
-        import anndata as ad
-
-        adata = ad.read_h5ad(path)
+        adata = read_h5ad(path, what="truth file")
         if key is None or key not in adata.obsm:
             raise InputError(
                 f"pass --truth-key, one of the obsm keys of {path}: {list(adata.obsm)}"
@@ -166,19 +156,7 @@ def read_truth(path: str | Path, key: str | None = None) -> pd.DataFrame:
 
 
 def _read_table(path: Path, what: str) -> pd.DataFrame:
-    sep = "\t" if path.suffix in (".tsv", ".txt") else ","
-    try:
-        frame = pd.read_csv(path, sep=sep, index_col=0)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
-        raise InputError(f"{what} file {path} is not a readable table ({err}).") from None
-    non_numeric = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
-    if non_numeric or frame.empty:
-        raise InputError(
-            f"{what} file {path} must hold sample names in the first column and one numeric column "
-            f"per cell type; found non-numeric columns {non_numeric[:5]}" + (" and no rows" if frame.empty else "") + "."
-        )
-    frame.index = frame.index.astype(str)
-    return frame.astype(float)
+    return read_table(path, f"{what} file").astype(float)
 
 
 def read_predictions(path: str | Path) -> tuple[dict[str, pd.DataFrame], pd.DataFrame | None]:

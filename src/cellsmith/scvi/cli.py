@@ -91,6 +91,11 @@ def train(
         overrides["zero_gene_init"] = False
     cfg = SCVIConfig.from_yaml(config, **overrides)
     adata = _read(data, backed)
+    if not no_batch and batch_key not in adata.obs:
+        raise InputError(
+            f"{data} has no batch column '{batch_key}' (obs columns: {list(adata.obs.columns)[:15]}); pass "
+            "--batch-key with the column of the donor or batch, or --no-batch when the cells are one batch."
+        )
     model = ConditionalSCVI(cfg).train(
         adata,
         batch_key=None if no_batch else batch_key,
