@@ -1,7 +1,7 @@
 """Malformed inputs, every file type and every command: exit 2, no traceback, nothing written.
 
-Each case runs the CLI in this process (typer's CliRunner: the same error handling as the console
-script) with its output under an empty folder, then checks the exit status, the message (it names
+Each case runs the console script's ``main`` in this process (no start-up cost) with its output
+under an empty folder, then checks the exit status, the message (it names
 the file and what was found) and that the folder is still empty: no output, no temporary folder.
 """
 
@@ -9,15 +9,18 @@ from __future__ import annotations
 
 import gzip
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import anndata as ad
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from typer.testing import CliRunner
 
-from cellsmith.cli import app
+from cellsmith.cli import main
 from cellsmith.data import cross_dataset_hvg, simulate
 
 
@@ -198,14 +201,35 @@ CASES = [
 
 
 @pytest.mark.parametrize(("args", "words"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_malformed_input_is_refused_cleanly(inputs, tmp_path, args, words):
+def test_malformed_input_is_refused_cleanly(inputs, tmp_path, monkeypatch, capsys, args, words):
     out = tmp_path / "out"
     argv = [a.replace("{in}", str(inputs)).replace("{out}", str(out)) for a in args]
     before = sorted(p.name for p in inputs.iterdir())
-    result = CliRunner().invoke(app, argv)
-    assert result.exit_code == 2, (result.output, result.exception)
-    assert "Traceback" not in result.output
-    assert result.output.startswith("error: ") or "error: " in result.output
-    assert words in result.output, result.output
+    monkeypatch.setattr(sys, "argv", ["cellsmith", *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        main()  # in this process, with the console script's error handling
+    output = "".join(capsys.readouterr())
+    assert exit_info.value.code == 2, output
+    assert "Traceback" not in output
+    assert "error: " in output
+    assert words in " ".join(output.split()), output
     assert list(tmp_path.iterdir()) == [], "output or a temporary folder was left behind"
     assert sorted(p.name for p in inputs.iterdir()) == before
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupted_command_leaves_nothing_half_written(inputs, tmp_path, signum):
+    """A real run, interrupted once it has started writing its output: nothing is left behind."""
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "cellsmith.cli", "retrieve", "run", "--data", str(inputs / "screen.h5ad"),
+               "--embedders", "head:pca", "--max-epochs", "500", "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while not any(tmp_path.iterdir()) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)  # until the temporary output folder exists: the run is writing
+    time.sleep(0.5)
+    assert process.poll() is None, "the run ended before it could be interrupted"
+    process.send_signal(signum)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode != 0, output
+    assert list(tmp_path.iterdir()) == [], f"left behind: {list(tmp_path.iterdir())}\n{output}"

@@ -7,12 +7,13 @@ without a traceback, exit status 2; ``--verbose`` shows the traceback.
 from __future__ import annotations
 
 import logging
+import signal
+import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
-from typer.core import TyperGroup
 from rich.logging import RichHandler
 
 from cellsmith import cli_options  # noqa: F401 - its import sets the help metavars of every command
@@ -22,30 +23,12 @@ from cellsmith.perturbation.cli import app as perturb_app
 from cellsmith.scvi.cli import app as scvi_app
 from cellsmith.deconvolution.cli import app as deconvolve_app
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 _state = {"verbose": False}
 
 
-class _Group(TyperGroup):
-    """The root command group: user errors are printed without a traceback, exit status 2.
-
-    Handled here rather than around ``app()`` so that the console script, ``python -m
-    cellsmith.cli`` and in-process runs (typer's CliRunner, the tests) behave the same.
-    """
-
-    def invoke(self, ctx: typer.Context) -> object:
-        try:
-            return super().invoke(ctx)
-        except CellsmithError as err:
-            if _state["verbose"]:
-                console.print_exception()
-            console.print(f"error: {err}", markup=False, highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-
-
 app = typer.Typer(
-    cls=_Group,
     name="cellsmith",
     help="Single-cell RNA-seq models that are correct by construction.",
     no_args_is_help=True,
@@ -62,9 +45,13 @@ app.add_typer(deconvolve_app, name="deconvolve")
 
 @app.callback()
 def _configure(
+    ctx: typer.Context,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging and tracebacks."),
 ) -> None:
+    from cellsmith.report.html import recording_warnings
+
     _state["verbose"] = verbose
+    ctx.with_resource(recording_warnings())  # the command's warnings also go into its report
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
@@ -165,9 +152,24 @@ def demo(
     out.print(f"demo report written to {path.resolve()}")
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
-    """Console-script entry point (user errors: no traceback, exit status 2; see ``_Group``)."""
-    app()
+    """Console-script entry point: user errors without traceback, exit status 2."""
+    # By default SIGTERM (kill, a scheduler's time limit) ends Python without running `finally`
+    # blocks, which would leave the temporary folders of the atomic writers behind; as a
+    # SystemExit it unwinds like Ctrl-C does and they are removed.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    # Typer handles usage errors itself (exit 2) and lets other exceptions through.
+    try:
+        app()
+    except CellsmithError as err:
+        if _state["verbose"]:
+            console.print_exception()
+        console.print(f"error: {err}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

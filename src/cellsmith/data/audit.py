@@ -113,7 +113,9 @@ class AuditReport:
         }
 
     def write_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+        from cellsmith.report.io import write_atomic
+
+        write_atomic(path, lambda tmp: tmp.write_text(json.dumps(self.to_dict(), indent=2)))
 
     def __str__(self) -> str:
         lines = [f"{self.source}: {self.n_obs:,} obs x {self.n_vars:,} vars"]

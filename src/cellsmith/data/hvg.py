@@ -23,6 +23,7 @@ from cellsmith.data.genespace import GeneSpace
 from cellsmith.data.io import require_unique_genes
 from cellsmith.data.normalize import log1p_normalize
 from cellsmith.errors import GeneSpaceError, InputError
+from cellsmith.report.io import write_atomic
 
 INFO_FILE = "cross_dataset_hvg_info.json"
 
@@ -55,7 +56,6 @@ class HVGSelection:
     def write(self, directory: str | Path) -> Path:
         """Write ``cross_dataset_hvg_info.json`` into ``directory`` and return its path."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         payload: dict[str, Any] = {
             "hvg_names": list(self.genespace.names),
             "n_hvgs": len(self.genespace),
@@ -67,11 +67,7 @@ class HVGSelection:
         payload["priority_genes_included"] = self.priority_genes_included
         payload["priority_genes_missing"] = self.priority_genes_missing
         payload["params"] = self.params
-        path = directory / INFO_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(payload))
-        tmp.replace(path)
-        return path
+        return write_atomic(directory / INFO_FILE, lambda tmp: tmp.write_text(json.dumps(payload)))
 
     @classmethod
     def read(cls, directory: str | Path) -> HVGSelection:

@@ -25,6 +25,7 @@ from cellsmith.metrics.deconvolution import (
     parse_mapping,
 )
 from cellsmith.report import Report
+from cellsmith.report.figures import legend_below, legend_outside, r_text
 
 #: Sibling files of a predictions CSV.
 NNLS_SUFFIX, FIT_SUFFIX = ".nnls.csv", ".fit.csv"
@@ -185,16 +186,17 @@ def scatter_figure(comparison: Comparison):
         truth = comparison.truth[cell_type]
         top = max(float(np.nanmax(truth.to_numpy())), *(float(p[cell_type].max()) for p in comparison.preds.values()), 0.05)
         ax.plot([0, top], [0, top], color="#999", lw=0.8, ls="--")
+        r = []
         for method, pred in comparison.preds.items():
-            r = comparison.per_type.loc[(method, cell_type), "pearson"]
-            ax.scatter(truth, pred[cell_type], s=8, alpha=0.6, label=f"{method} (r {r:.3f})")
-        ax.set_title(cell_type)
+            r.append(f"{method} {r_text(comparison.per_type.loc[(method, cell_type), 'pearson'])}")
+            ax.scatter(truth, pred[cell_type], s=8, alpha=0.6, label=method)
+        ax.set_title(f"{cell_type}\nr: {', '.join(r)}", fontsize=9)
         ax.set_xlabel("true proportion")
         ax.set_ylabel("predicted")
-        ax.legend(fontsize=7, loc="upper left")
     for ax in axes.ravel()[len(types):]:
         ax.axis("off")
     fig.tight_layout()
+    legend_below(fig, axes[0, 0])  # one legend for all panels, off the data
     return fig
 
 
@@ -210,14 +212,14 @@ def history_figure(history: pd.DataFrame):
     left.set_xlabel("epoch")
     left.set_ylabel("total loss")
     left.set_yscale("log")
-    left.legend()
+    legend_outside(left)
     for column in [c for c in history.columns if c.startswith("val_") and c != "val_loss"]:
         rows = history[["epoch", column]].dropna()
         right.plot(rows["epoch"], rows[column], label=column.removeprefix("val_"))
     right.set_xlabel("epoch")
     right.set_ylabel("validation term (unweighted)")
     right.set_yscale("log")
-    right.legend(fontsize=7)
+    legend_outside(right)
     fig.tight_layout()
     return fig
 
@@ -261,9 +263,10 @@ def evaluation_report(
     report.table(comparison.pooled)
     report.heading("Per cell type")
     report.table(comparison.per_type)
+    undefined = " r n/a: fewer than 3 samples, too few for a correlation." if comparison.per_type["pearson"].isna().any() else ""
     report.figure(
         scatter_figure(comparison),
-        caption="Predicted vs true proportions; dashed: identity.",
+        caption=f"Predicted vs true proportions; dashed: identity; r: Pearson r per method.{undefined}",
         save_png=None if save_png_dir is None else save_png_dir / "scatter.png",
     )
     if fit is not None:
@@ -273,7 +276,7 @@ def evaluation_report(
             "e.g. a cell type absent from the reference.",
             css_class="note",
         )
-        report.table(fit)
+        report.table(fit, max_rows=10)
     if training:
         report.heading("Training")
         training_report(report, training, history)

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from cellsmith.cli_options import ACCELERATOR, DEVICES, MAX_EPOCHS, MAX_STEPS, PRECISION
+from cellsmith.cli_options import ACCELERATOR, DEVICES, MAX_EPOCHS, MAX_STEPS, PRECISION, table_text
 from cellsmith.errors import InputError
 
 out = Console(soft_wrap=True)
@@ -156,5 +156,5 @@ def evaluate(
         prediction, read(real), out_dir, baselines_from=source if baselines else None, num_threads=threads,
         perturbation_key=perturbation_key, counts_layer=counts_layer,
     )
-    out.print(evaluation.summary.to_string(float_format=lambda v: f"{v:.4f}"))
+    out.print(table_text(evaluation.summary), highlight=False)
     out.print(f"written {out_dir}")
