@@ -94,6 +94,25 @@ def _flat_columns(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def _long_if_wide(frame: pd.DataFrame, max_columns: int) -> pd.DataFrame:
+    """Reshape a table of more than ``max_columns`` columns named ``{metric}_{statistic}`` (e.g.
+    ``mrr_on``, ``mrr_off``, ``mrr_gap``) into one row per metric and one column per statistic,
+    so that it fits the page; other tables are returned as they are."""
+    parts = [re.fullmatch(r"(.+)_([^_]+)", str(c)) for c in frame.columns]
+    numeric = all(pd.api.types.is_numeric_dtype(frame[c]) for c in frame.columns)
+    if frame.shape[1] <= max_columns or not numeric or not all(parts):
+        return frame
+    metrics = list(dict.fromkeys(p.group(1) for p in parts))
+    statistics = list(dict.fromkeys(p.group(2) for p in parts))
+    if len(metrics) * len(statistics) != frame.shape[1]:
+        return frame
+    wide = frame.set_axis(pd.MultiIndex.from_tuples([p.groups() for p in parts], names=["metric", None]), axis=1)
+    long = wide.stack(level="metric", future_stack=True)
+    order = pd.Categorical(long.index.get_level_values("metric"), categories=metrics)
+    position = np.lexsort([order.codes, np.arange(len(long)) // len(metrics)])
+    return long.iloc[position][statistics]
+
+
 def _is_integral(values: pd.Series) -> bool:
     finite = values.dropna()
     return pd.api.types.is_float_dtype(values) and not finite.empty and bool((finite % 1 == 0).all())
@@ -168,6 +187,7 @@ class Report:
         index: bool = True,
         max_rows: int | None = None,
         all_rows_in: str | None = None,
+        max_columns: int = 12,
     ) -> None:
         """A table with one header row; index levels (unless the default 0..N-1) become label
         columns, repeated labels are shown once per group.
@@ -178,6 +198,8 @@ class Report:
             Show only the first ``max_rows`` rows, with a note saying how many there are.
         all_rows_in
             Where all rows are (a file name), for that note.
+        max_columns
+            A wider table of ``{metric}_{statistic}`` columns is shown with one row per metric.
         """
         frame = _flat_columns(frame)
         n_rows = len(frame)
@@ -185,7 +207,7 @@ class Report:
             frame = frame.head(max_rows)
         spread = [c for c in frame.columns if re.search(r"[ _](sd|std)$", str(c))]
         flat = [c for c in spread if frame[c].fillna(0).eq(0).all()]
-        frame = frame.drop(columns=flat)
+        frame = _long_if_wide(frame.drop(columns=flat), max_columns)
         n_labels = 0
         if index and not isinstance(frame.index, pd.RangeIndex):
             n_labels = frame.index.nlevels
@@ -204,23 +226,27 @@ class Report:
                 # An index label equal to the one above (within the same outer group) is left blank.
                 same_group = same_group and i < n_labels and i < len(previous) and previous[i] == value
                 shown = "" if same_group else _cell(value, float_format, integral[i])
+                if labels[i] and shown and arrow(value):
+                    shown = _header(value)
                 cells.append(f'<td class="{"label" if labels[i] else "num"}">{shown}</td>')
             previous = list(values)
             rows.append(f"<tr>{''.join(cells)}</tr>")
         self._parts.append(
             f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
         )
-        for column in frame.columns:
-            metric = lookup(column)
+        named = list(frame.columns) + (list(frame["metric"].unique()) if "metric" in frame else [])
+        for name in named:
+            metric = lookup(name)
             if metric is not None:
                 self._metrics[metric.name] = metric
         notes = []
         if len(frame) < n_rows:
             notes.append(f"showing the first {len(frame):,} of {n_rows:,} rows" + (f"; all rows in {all_rows_in}" if all_rows_in else ""))
         if flat:
-            notes.append("standard deviations left out: all zero (one seed or one repeat)")
+            notes.append("standard deviations left out: all are zero (one seed or one repeat)")
         if notes:
-            self.text("(" + "; ".join(notes) + ".)", css_class="note")
+            text = "; ".join(notes)
+            self.text(text[0].upper() + text[1:] + ".", css_class="note")
 
     def figure(self, fig, *, caption: str = "", save_png: str | Path | None = None) -> None:
         """Embed a matplotlib figure (and close it)."""
