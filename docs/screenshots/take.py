@@ -58,7 +58,7 @@ def workflow_reports(work: Path) -> dict[str, Path]:
     cellsmith("scvi", "reconstruct", "--model", work / "scvi_model", "--data", work / "cells.h5ad",
               "--out", work / "scvi_rec", "--no-progress")
 
-    screen = simulate.singlecell(900, 150, cell_types=1, donors=2, perturbations=6, control_fraction=0.4, seed=3)
+    screen = simulate.singlecell(1500, 150, cell_types=1, donors=2, perturbations=12, control_fraction=0.3, seed=3)
     screen.write_h5ad(work / "screen.h5ad")
     cellsmith("retrieve", "run", "--data", work / "screen.h5ad", "--embedders", "pca,logreg",
               "--query", "cell,pseudobulk:20", "--out", work / "retrieval")

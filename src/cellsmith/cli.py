@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from cellsmith import cli_options  # noqa: F401 - its import sets the help metavars of every command
+from cellsmith import cli_options  # its import also sets the help metavars of every command
 from cellsmith.errors import CellsmithError, InputError
 from cellsmith.retrieval.cli import retrieve_app
 from cellsmith.perturbation.cli import app as perturb_app
@@ -52,12 +52,14 @@ def _configure(
 
     _state["verbose"] = verbose
     ctx.with_resource(recording_warnings())  # the command's warnings also go into its report
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False, show_time=False)],
-        force=True,
-    )
+    # On a terminal, rich's layout; in logs (CI, files) plain lines that never wrap or cut a path.
+    if sys.stderr.isatty():
+        handler: logging.Handler = RichHandler(console=console, show_path=False, show_time=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
     for noisy in ("lightning", "lightning.pytorch", "pytorch_lightning", "numba", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -68,6 +70,7 @@ def audit(
     layer: Optional[str] = typer.Option(None, "--layer", help="Audit only this layer ('X', 'raw' or a layer name)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the audit as JSON here."),
     require: Optional[str] = typer.Option(None, "--require", help="'counts': exit 2 unless the matrix holds raw counts."),
+    orientation: str = cli_options.ORIENTATION,
 ) -> None:
     """Report the scale of X, every layer and .raw (counts / normalized / log1p / scaled)."""
     from cellsmith.data import audit as run_audit
@@ -75,7 +78,7 @@ def audit(
 
     if require not in (None, "counts"):
         raise InputError(f"--require takes 'counts', not '{require}'.")
-    adata = read(file)
+    adata = read(file, orientation=orientation)
     report = run_audit(adata, layer=layer)
     out.print(str(report), highlight=False)
     if json_out is not None:

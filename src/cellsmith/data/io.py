@@ -137,8 +137,9 @@ def read_h5ad(path: str | Path, *, what: str = "input file", backed: bool = Fals
     return require_shape(adata, f"{what} {path}")
 
 
-def read(path: str | Path) -> ad.AnnData:
-    """Read cells x genes from ``.h5ad``, a 10x ``.h5`` file, a 10x matrix folder or a table.
+def read(path: str | Path, *, orientation: str = "auto") -> ad.AnnData:
+    """Read cells x genes from ``.h5ad``, a 10x ``.h5`` file, a 10x matrix folder or a table
+    (a table through :func:`read_bulk` with ``orientation``).
 
     Raises
     ------
@@ -165,7 +166,7 @@ def read(path: str | Path) -> ad.AnnData:
         fix = "Pass a 10x Cell Ranger .h5 (filtered_feature_bc_matrix.h5)."
         adata = _reading(path, "input file", "a 10x .h5 file", fix, lambda: sc.read_10x_h5(path))
     elif path.suffix.lower() in _TABLE_SUFFIXES:
-        return read_bulk(path)
+        return read_bulk(path, orientation)
     else:
         raise InputError(
             f"cannot read {path}: unknown format '{path.suffix}'. Pass .h5ad, a 10x .h5 file, "
@@ -200,7 +201,9 @@ ORIENTATIONS = ("auto", "samples-by-genes", "genes-by-samples")
 # is why the evidence is tried in that order before the shape.
 _ENSEMBL = re.compile(r"^ENS[A-Z]*G\d{6,}(\.\d+)?$")
 _SYMBOL = re.compile(r"^[A-Za-z][A-Za-z0-9]*([-.][A-Za-z0-9]+)*$")
-_SAMPLE_LIKE = re.compile(r"^(GSM|SRR|ERR|DRR|SAMN|sample|donor|patient)[-_ .]?\w*$", re.IGNORECASE)
+_SAMPLE_LIKE = re.compile(
+    r"^(GSM|SRR|ERR|DRR|SAMN|sample|donor|patient)[-_ .]?\w*$|^(s|bulk|rep|r)[-_ .]?\d+$", re.IGNORECASE
+)
 
 
 def _looks_numeric(labels: pd.Index) -> bool:
@@ -247,11 +250,22 @@ def _decide_orientation(table: pd.DataFrame, genes: Sequence[str] | None) -> tup
 
 
 def _sniff_separator(path: Path, head: str) -> str:
-    """The column separator of a text table, whatever its suffix (a .txt may be comma-separated)."""
+    """The column separator of a text table, whatever its suffix (a .txt may be comma-separated).
+
+    A separator that occurs on every line of the head about equally often wins (the header may
+    have one field fewer: R's ``write.table`` leaves the name column's header out); then
+    ``csv.Sniffer``'s guess; then what the suffix promises.
+    """
+    lines = [line for line in head.splitlines()[:50] if line.strip()]
+    if len(lines) > 1 and not head.endswith("\n"):
+        lines = lines[:-1]  # the head may end inside a line
+    counts = {sep: [line.count(sep) for line in lines] for sep in ",\t;"}
+    steady = {sep: min(c) for sep, c in counts.items() if c and min(c) > 0 and max(c) - min(c) <= 1}
+    if steady:
+        return max(steady, key=steady.get)
     try:
         return csv.Sniffer().sniff(head, delimiters=",\t;").delimiter
     except csv.Error:
-        # One column or an ambiguous head: fall back to what the suffix promises.
         return _TABLE_SUFFIXES.get(path.suffix.lower(), ",")
 
 

@@ -46,17 +46,21 @@ _METRICS = [
     Metric("R^2 (log)", "fraction of a bulk sample's log1p(CPM/100) variance that the reference signature "
            "times the predicted proportions explains; low: the bulk holds expression the reference "
            "cannot produce.", True, "0"),
+    Metric("NNLS total", "sum of the raw NNLS coefficients of a bulk sample before they are scaled to "
+           "proportions: the bulk's scale relative to the reference's mean cell profiles.", None),
     Metric("n", "number of values the row is computed on.", None),
-    Metric("kNN mixing", "fraction of each cell's k nearest neighbours (joint PCA) that come from the other "
-           "source (real vs reconstructed), relative to perfect mixing; 1: indistinguishable.", True,
-           "0 when the two sources are fully separated"),
-    Metric("mean Pearson", "mean over cells of the Pearson r between a cell's real and reconstructed "
-           "log-normalised expression.", True),
-    Metric("zero fraction agreement", "1 minus the mean absolute difference between the predicted and the "
-           "observed fraction of zeros per gene.", True),
+    Metric("kNN mixing", "for each reconstructed cell, the share of its k nearest neighbours (joint PCA) that "
+           "are real cells, divided by the share expected if real and reconstructed cells were "
+           "indistinguishable, clipped at 1.", True, "0 when the two sources are fully separated"),
+    Metric("mean Pearson", "Pearson r between the per-gene mean log1p(CP10k) of reconstructed and of real "
+           "cells.", True, "0"),
+    Metric("zero fraction agreement", "1 minus the mean over genes of |predicted - observed share of zero "
+           "counts|; the predicted share is the mean of the model's P(count = 0).", True),
     Metric("energy distance", "distance between the real and reconstructed cell distributions in the joint "
            "PCA; compare it with the distance between two random halves of the real cells.", False,
            "the real-halves value"),
+    Metric("energy distance (real halves)", "energy distance between two random halves of the real cells: "
+           "the noise floor the energy distance can reach.", None),
     Metric("always-zero mean", "mean predicted count of genes that are zero in every training cell; should "
            "stay near 0.", False, "0"),
     Metric("DES", "differential expression score (cell-eval overlap_at_N): fraction of the genes truly "
@@ -79,9 +83,9 @@ _ALIASES = {
     "partial hit@1": "partial_hit@1", "mrr": "MRR", "ndcg@5": "nDCG@5", "confidence auc": "confidence AUC",
     "pearson": "r", "r": "r", "pearson r": "r", "ccc": "CCC", "mae": "MAE", "rmse": "RMSE", "n": "n",
     "fit r2 log hpvade": "R^2 (log)", "fit r2 log nnls": "R^2 (log)", "r2 log hpvade": "R^2 (log)",
-    "r2 log nnls": "R^2 (log)", "knn mixing": "kNN mixing", "mean pearson": "mean Pearson",
+    "r2 log nnls": "R^2 (log)", "nnls total": "NNLS total", "knn mixing": "kNN mixing", "mean pearson": "mean Pearson",
     "zero fraction agreement": "zero fraction agreement", "energy distance": "energy distance",
-    "energy distance real halves": "energy distance", "always zero mean": "always-zero mean",
+    "energy distance real halves": "energy distance (real halves)", "always zero mean": "always-zero mean",
     "des": "DES", "overlap at n": "DES", "pds": "PDS", "discrimination score l1": "PDS",
     "normalized score": "normalized score", "pearson delta": "pearson delta", "mse": "MSE",
 }
