@@ -71,3 +71,19 @@ def test_every_help_shows_no_python_types():
         assert "<bool>" not in result.output and "<list[" not in result.output, (path, result.output)
     perturb = CliRunner().invoke(app, ["perturb", "pretrain", "--help"], terminal_width=200).output
     assert "<path> (repeat)" in perturb
+
+
+def test_progress_only_on_a_terminal_and_counts_printed_as_integers(capsys, monkeypatch):
+    import pandas as pd
+
+    from cellsmith.cli_options import steps, table_text
+
+    with steps(True) as step:  # pytest's stderr is not a terminal: quiet, as in CI logs
+        step("reconstructing 1,000 cells")
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True, raising=False)
+    with steps(False) as step:  # --no-progress
+        step("reconstructing 1,000 cells")
+    assert capsys.readouterr().err == ""
+    pooled = pd.DataFrame({"pearson": [0.91234567], "n": [8.0]}, index=["HP-VADE"])
+    assert table_text(pooled).splitlines()[1].split() == ["HP-VADE", "0.9123", "8"]

@@ -193,6 +193,9 @@ CASES = [
     ("retrieve-bad-yaml", ["retrieve", "run", "--data", "{in}/screen.h5ad", "--config", "{in}/bad.yaml", "--out", "{out}"], "not valid YAML"),
     ("retrieve-empty-yaml", ["retrieve", "run", "--data", "{in}/screen.h5ad", "--config", "{in}/empty.yaml", "--out", "{out}"], "empty file"),
     ("retrieve-dup-genes", ["retrieve", "run", "--data", "{in}/dup_screen.h5ad", "--out", "{out}"], "var_names_make_unique"),
+    # output folders that must never be replaced as a whole
+    ("demo-out-not-a-demo-folder", ["demo", "--out", "{in}"], "holds files but no demo report"),
+    ("decon-eval-out-root", ["deconvolve", "evaluate", "--pred", "{in}/props.csv", "--truth", "{in}/props.csv", "--out", "/"], "a folder above it"),
     # genes hvg
     ("hvg-dataset-empty", ["genes", "hvg", "--dataset", "a={in}/empty.h5ad", "--out", "{out}"], "empty file"),
     ("hvg-dataset-dup-genes", ["genes", "hvg", "--dataset", "a={in}/dup_genes.h5ad", "--out", "{out}"], "var_names_make_unique"),

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from cellsmith.errors import InputError
 from cellsmith.report import Report, atomic_output_dir
 
 DemoSection = Callable[..., Report]
@@ -41,6 +42,11 @@ def run_demo(out_dir: str | Path, *, seed: int = 0) -> Path:
     has succeeded: an interrupted demo leaves the previous ``out_dir`` as it was.
     """
     out_dir = Path(out_dir)
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "report.html").is_file():
+        raise InputError(
+            f"{out_dir} holds files but no demo report; the demo replaces its output folder as a whole, "
+            "so pass a new folder (or the folder of an earlier demo)."
+        )
     console = Console(stderr=True)
     report = Report("cellsmith demo")
     report.text(f"Built-in simulated data, seed {seed}. Each section below is one workflow.")

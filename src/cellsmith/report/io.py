@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+from cellsmith.errors import InputError
+
 
 def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp_path)`` then move the file into place; on error nothing is left."""
@@ -42,8 +44,21 @@ def write_atomic_files(writers: Mapping[Path, Callable[[Path], None]]) -> list[P
 @contextmanager
 def atomic_output_dir(path: str | Path) -> Iterator[Path]:
     """Yield a temporary directory beside ``path`` and move it to ``path`` when the block ends
-    without an error; an existing ``path`` is replaced only then. On error nothing is written."""
+    without an error; an existing ``path`` is replaced only then. On error nothing is written.
+
+    Raises
+    ------
+    InputError
+        When ``path`` is the working folder, one of its parents or the home folder (replacing
+        it would delete everything in it).
+    """
     path = Path(path)
+    resolved = path.resolve()
+    if resolved == Path.home().resolve() or resolved in (Path.cwd(), *Path.cwd().parents):
+        raise InputError(
+            f"output folder {path} is the current folder, a folder above it or the home folder, which "
+            f"would be replaced as a whole; pass a new folder, e.g. {path / 'cellsmith_output'}."
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     try:
