@@ -50,7 +50,7 @@ def test_tables_have_one_header_row_labels_and_arrows():
     first = page[page.index("<table>"):page.index("</table>")]
     assert first.count("<tr>") == 1 + 12 * 5 and first.count("</thead>") == 1  # no index-name row; long format
     assert '<th class="label">embedder</th>' in first
-    assert re.search(r"<td class=\"label\">mrr <span class=\"arrow\" title=\"higher is better\">↑</span>", first)
+    assert re.search(r"<td class=\"label key\">mrr <span class=\"arrow\" title=\"higher is better\">↑</span>", first)
     assert "<th class=\"num\">gap</th>" in first  # a difference has no direction
     assert ">0<" not in first.split("<tbody>")[1][:200]  # no bare 0..N index column
     assert "Showing the first 10 of 200 rows" in page

@@ -91,12 +91,13 @@ _ALIASES = {
 }
 _BY_NAME = {m.name: m for m in _METRICS}
 # Statistics and comparisons appended to a metric's name in wide tables.
-_SUFFIX = re.compile(r"[ _](mean|sd|std|on|off|gap|hpvade|nnls)$")
+_SUFFIX = re.compile(r"[ _](mean|sd|std|on|off|gap|hpvade|nnls|ratio)$")
+_PREFIX = re.compile(r"^(head|baseline|fit) ")
 
 
 def lookup(column: object) -> Metric | None:
     """The metric a column or label names (``mrr_mean``, ``exact_hit@1_gap``, ``CCC``), if any."""
-    name = " ".join(str(column).replace("_", " ").lower().split())
+    name = _PREFIX.sub("", " ".join(str(column).replace("_", " ").lower().split()))
     while name not in _ALIASES and _SUFFIX.search(name):
         name = _SUFFIX.sub("", name)
     key = _ALIASES.get(name)

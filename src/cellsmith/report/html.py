@@ -32,7 +32,7 @@ padding:0 1em;color:#222}h1{border-bottom:2px solid #333}h2{margin-top:2em;borde
 .table-wrap{overflow-x:auto;max-width:100%;margin:1em 0}
 table{border-collapse:collapse;font-size:.85em}td,th{border:1px solid #ccc;padding:.3em .5em;
 text-align:right}th{background:#f2f2f2;vertical-align:bottom}.label{text-align:left}
-td.label{background:#fafafa;font-weight:600}.arrow{color:#2a6;font-weight:400}
+td.key{background:#fafafa;font-weight:600}.arrow{color:#2a6;font-weight:400}
 img{max-width:100%;margin:.5em 0}.note{color:#555}.warn{color:#a40}pre{background:#f6f6f6;padding:.6em;
 overflow-x:auto}.warnings{border:1px solid #e0b070;background:#fff8ec;padding:.4em 1em;margin:1em 0}
 .glossary td{text-align:left;vertical-align:top}
@@ -228,7 +228,8 @@ class Report:
                 shown = "" if same_group else _cell(value, float_format, integral[i])
                 if labels[i] and shown and arrow(value):
                     shown = _header(value)
-                cells.append(f'<td class="{"label" if labels[i] else "num"}">{shown}</td>')
+                kind = "label key" if i < n_labels else "label" if labels[i] else "num"
+                cells.append(f'<td class="{kind}">{shown}</td>')
             previous = list(values)
             rows.append(f"<tr>{''.join(cells)}</tr>")
         self._parts.append(
