@@ -211,7 +211,7 @@ class Report:
         n_labels = 0
         if index and not isinstance(frame.index, pd.RangeIndex):
             n_labels = frame.index.nlevels
-            frame = frame.reset_index()
+            frame = frame.reset_index(allow_duplicates=True)  # an index level may share a column's name
             frame.columns = ["" if str(c).startswith("level_") or c == "index" else c for c in frame.columns]
         labels = [i < n_labels or not pd.api.types.is_numeric_dtype(frame.iloc[:, i]) for i in range(frame.shape[1])]
         integral = [_is_integral(frame.iloc[:, i]) for i in range(frame.shape[1])]
