@@ -9,10 +9,13 @@ import re
 import shutil
 import subprocess
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+
+import cellsmith
 
 from cellsmith.report import Report
 from cellsmith.report.glossary import lookup, retrieval_chance
@@ -78,8 +81,11 @@ def test_warnings_of_the_run_are_on_the_page():
         with warnings.catch_warnings():
             warnings.simplefilter("always")
             warnings.warn_explicit("an outside library's warning", UserWarning, "/elsewhere/lib.py", 1)
+            warnings.warn_explicit("mask requested, but 2 of 5 targets are not among the genes", UserWarning,
+                                   str(Path(cellsmith.__file__).parent / "retrieval" / "masking.py"), 1)
         page = Report("run").to_html()
     assert "16 of 25 targets could not be masked" in page and "outside library" not in page
+    assert "2 of 5 targets are not among the genes" in page
     assert "Warnings of this run" not in Report("later").to_html()  # recording ended with the block
     assert not any(type(h).__name__ == "_RunWarnings" for h in logging.getLogger("cellsmith").handlers)
 
