@@ -16,7 +16,6 @@ import pandas as pd
 import pytest
 
 import cellsmith
-
 from cellsmith.report import Report
 from cellsmith.report.glossary import lookup, retrieval_chance
 from cellsmith.report.html import recording_warnings
