@@ -48,3 +48,42 @@ def test_genes_hvg_command(tmp_path, small_screen):
     info = json.loads((tmp_path / "hvg" / "cross_dataset_hvg_info.json").read_text())
     assert set(info["priority_genes_included"]) == set(small_screen.uns["simulation"]["targets"])
     assert "priority genes kept 8/8" in result.stdout
+
+
+def _command_paths(group, prefix=()):
+    yield prefix
+    for name, command in getattr(group, "commands", {}).items():
+        yield from _command_paths(command, (*prefix, name))
+
+
+def test_every_help_shows_no_python_types():
+    """Flags show no value type (`<bool>`), repeatable options their element (`<path> (repeat)`)."""
+    import typer
+    from typer.testing import CliRunner
+
+    from cellsmith.cli import app
+
+    paths = list(_command_paths(typer.main.get_command(app)))
+    assert len(paths) > 15
+    for path in paths:
+        result = CliRunner().invoke(app, [*path, "--help"], terminal_width=200)
+        assert result.exit_code == 0, (path, result.output)
+        assert "<bool>" not in result.output and "<list[" not in result.output, (path, result.output)
+    perturb = CliRunner().invoke(app, ["perturb", "pretrain", "--help"], terminal_width=200).output
+    assert "<path> (repeat)" in perturb
+
+
+def test_progress_only_on_a_terminal_and_counts_printed_as_integers(capsys, monkeypatch):
+    import pandas as pd
+
+    from cellsmith.cli_options import steps, table_text
+
+    with steps(True) as step:  # pytest's stderr is not a terminal: quiet, as in CI logs
+        step("reconstructing 1,000 cells")
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr("sys.stderr.isatty", lambda: True, raising=False)
+    with steps(False) as step:  # --no-progress
+        step("reconstructing 1,000 cells")
+    assert capsys.readouterr().err == ""
+    pooled = pd.DataFrame({"pearson": [0.91234567], "n": [8.0]}, index=["HP-VADE"])
+    assert table_text(pooled).splitlines()[1].split() == ["HP-VADE", "0.9123", "8"]

@@ -51,7 +51,7 @@ def test_duplicated_names_are_an_error(small_cells):
         GeneSpace(["A", "B", "A"])
     adata = small_cells.copy()
     adata.var_names = ["GENE00001"] + list(adata.var_names[1:])
-    with pytest.raises(GeneSpaceError, match="more than once"):
+    with pytest.raises(GeneSpaceError, match=r"duplicated gene names \(GENE00001\).*var_names_make_unique"):
         GeneSpace(small_cells.var_names).align(adata)
 
 

@@ -38,7 +38,7 @@ def test_read_bulk_orientation(tmp_path):
     assert "rows taken as genes" in adata.uns["cellsmith"]["orientation"]
     table.T.to_csv(tmp_path / "samples_by_genes.tsv", sep="\t")
     adata = read_bulk(tmp_path / "samples_by_genes.tsv")
-    assert adata.shape == (4, 10) and "rows taken as samples" in adata.uns["cellsmith"]["orientation"]
+    assert adata.shape == (4, 10) and "columns taken as genes" in adata.uns["cellsmith"]["orientation"]
     with pytest.raises(InputError, match="does not exist"):
         read_bulk(tmp_path / "absent.csv")
 

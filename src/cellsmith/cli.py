@@ -7,6 +7,7 @@ without a traceback, exit status 2; ``--verbose`` shows the traceback.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -15,14 +16,17 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
+from cellsmith import cli_options  # its import also sets the help metavars of every command
 from cellsmith.errors import CellsmithError, InputError
 from cellsmith.retrieval.cli import retrieve_app
 from cellsmith.perturbation.cli import app as perturb_app
 from cellsmith.scvi.cli import app as scvi_app
 from cellsmith.deconvolution.cli import app as deconvolve_app
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
+_state = {"verbose": False}
+
 
 app = typer.Typer(
     name="cellsmith",
@@ -38,20 +42,24 @@ app.add_typer(perturb_app, name="perturb")
 app.add_typer(scvi_app, name="scvi")
 app.add_typer(deconvolve_app, name="deconvolve")
 
-_state = {"verbose": False}
-
 
 @app.callback()
 def _configure(
+    ctx: typer.Context,
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging and tracebacks."),
 ) -> None:
+    from cellsmith.report.html import recording_warnings
+
     _state["verbose"] = verbose
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(message)s",
-        handlers=[RichHandler(console=console, show_path=False, show_time=False)],
-        force=True,
-    )
+    ctx.with_resource(recording_warnings())  # the command's warnings also go into its report
+    # On a terminal, rich's layout; in logs (CI, files) plain lines that never wrap or cut a path.
+    if sys.stderr.isatty():
+        handler: logging.Handler = RichHandler(console=console, show_path=False, show_time=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
     for noisy in ("lightning", "lightning.pytorch", "pytorch_lightning", "numba", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
@@ -62,6 +70,7 @@ def audit(
     layer: Optional[str] = typer.Option(None, "--layer", help="Audit only this layer ('X', 'raw' or a layer name)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the audit as JSON here."),
     require: Optional[str] = typer.Option(None, "--require", help="'counts': exit 2 unless the matrix holds raw counts."),
+    orientation: str = cli_options.ORIENTATION,
 ) -> None:
     """Report the scale of X, every layer and .raw (counts / normalized / log1p / scaled)."""
     from cellsmith.data import audit as run_audit
@@ -69,7 +78,7 @@ def audit(
 
     if require not in (None, "counts"):
         raise InputError(f"--require takes 'counts', not '{require}'.")
-    adata = read(file)
+    adata = read(file, orientation=orientation)
     report = run_audit(adata, layer=layer)
     out.print(str(report), highlight=False)
     if json_out is not None:
@@ -146,8 +155,16 @@ def demo(
     out.print(f"demo report written to {path.resolve()}")
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     """Console-script entry point: user errors without traceback, exit status 2."""
+    # By default SIGTERM (kill, a scheduler's time limit) ends Python without running `finally`
+    # blocks, which would leave the temporary folders of the atomic writers behind; as a
+    # SystemExit it unwinds like Ctrl-C does and they are removed.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     # Typer handles usage errors itself (exit 2) and lets other exceptions through.
     try:
         app()

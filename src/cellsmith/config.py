@@ -8,7 +8,8 @@ from typing import Any, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from cellsmith.errors import ConfigError
+from cellsmith.data.io import read_yaml
+from cellsmith.errors import ConfigError, InputError
 
 
 class CellsmithConfig(BaseModel):
@@ -32,9 +33,10 @@ class CellsmithConfig(BaseModel):
         values: dict[str, Any] = {}
         if path is not None:
             path = Path(path)
-            if not path.is_file():
-                raise ConfigError(f"config file {path} does not exist; pass an existing YAML file.")
-            loaded = yaml.safe_load(path.read_text()) or {}
+            try:
+                loaded = read_yaml(path, "config file") or {}
+            except InputError as err:
+                raise ConfigError(str(err)) from None
             if not isinstance(loaded, dict):
                 raise ConfigError(
                     f"config file {path} holds a {type(loaded).__name__}, not a mapping of "

@@ -113,7 +113,9 @@ class AuditReport:
         }
 
     def write_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
+        from cellsmith.report.io import write_atomic
+
+        write_atomic(path, lambda tmp: tmp.write_text(json.dumps(self.to_dict(), indent=2)))
 
     def __str__(self) -> str:
         lines = [f"{self.source}: {self.n_obs:,} obs x {self.n_vars:,} vars"]
@@ -350,11 +352,16 @@ def require_counts(adata: ad.AnnData, *, layer: str | None = None):
         When the matrix is not non-negative integers (or holds NaN/Inf); the message names the
         layer, the scale found with its evidence, and which other layer holds counts.
     InputError
-        When ``layer`` does not exist.
+        When ``layer`` does not exist or holds only zeros.
     """
     name = _check_layer(adata, layer)
     x = _matrix(adata, name)
     found = audit_matrix(x, name=name)
+    if found.max == 0:  # every cell has library size 0: nothing can be normalised or learned
+        raise InputError(
+            f"{name} of {describe_source(adata)} holds only zeros ({found.n_obs:,} cells x "
+            f"{found.n_vars:,} genes); pass the layer with the counts (--counts-layer)."
+        )
     if found.scale == "counts" and not (found.n_nan or found.n_inf):
         return x
     raise ScaleError(

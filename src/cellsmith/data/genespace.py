@@ -17,6 +17,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from cellsmith._logging import logger
+from cellsmith.data.io import require_unique_genes
 from cellsmith.errors import GeneSpaceError
 
 
@@ -33,12 +34,7 @@ class GeneSpace:
         names = tuple(str(n) for n in names)
         if not names:
             raise GeneSpaceError("a GeneSpace needs at least one gene name; got none.")
-        duplicated = sorted(pd.Index(names)[pd.Index(names).duplicated()].unique())
-        if duplicated:
-            raise GeneSpaceError(
-                f"gene names of a GeneSpace must be unique; {len(duplicated)} occur more than "
-                f"once (e.g. {', '.join(duplicated[:5])}). Deduplicate them first."
-            )
+        require_unique_genes(names, "the gene list of a GeneSpace")
         self._names = names
         self._index = {name: i for i, name in enumerate(names)}
 
@@ -110,14 +106,7 @@ class GeneSpace:
         """
         aliases = aliases or {}
         renamed = pd.Index([aliases.get(str(n), str(n)) for n in source_names])
-        mapped = renamed[renamed.isin(self._names)]
-        duplicated = sorted(mapped[mapped.duplicated()].unique())
-        if duplicated:
-            raise GeneSpaceError(
-                f"{len(duplicated)} gene names of the input occur more than once (e.g. "
-                f"{', '.join(duplicated[:5])}), so matching by name is ambiguous. Make var_names "
-                "unique (sum or drop duplicates, or adata.var_names_make_unique()) first."
-            )
+        require_unique_genes(renamed[renamed.isin(self._names)], "the input")
         return np.array([self._index.get(n, -1) for n in renamed], dtype=np.int64)
 
     def align(

@@ -20,8 +20,10 @@ import scipy.sparse as sp
 from cellsmith._logging import logger
 from cellsmith.data.audit import require_counts
 from cellsmith.data.genespace import GeneSpace
+from cellsmith.data.io import require_unique_genes
 from cellsmith.data.normalize import expm1, log1p_normalize
 from cellsmith.errors import GeneSpaceError, InputError
+from cellsmith.report.io import write_atomic
 
 INFO_FILE = "cross_dataset_hvg_info.json"
 
@@ -54,7 +56,6 @@ class HVGSelection:
     def write(self, directory: str | Path) -> Path:
         """Write ``cross_dataset_hvg_info.json`` into ``directory`` and return its path."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         payload: dict[str, Any] = {
             "hvg_names": list(self.genespace.names),
             "n_hvgs": len(self.genespace),
@@ -66,11 +67,7 @@ class HVGSelection:
         payload["priority_genes_included"] = self.priority_genes_included
         payload["priority_genes_missing"] = self.priority_genes_missing
         payload["params"] = self.params
-        path = directory / INFO_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(payload))
-        tmp.replace(path)
-        return path
+        return write_atomic(directory / INFO_FILE, lambda tmp: tmp.write_text(json.dumps(payload)))
 
     @classmethod
     def read(cls, directory: str | Path) -> HVGSelection:
@@ -83,16 +80,22 @@ class HVGSelection:
                 f"{path} does not exist; create the gene space with `cellsmith genes hvg ... "
                 "--out DIR` and pass that DIR."
             )
-        payload = json.loads(path.read_text())
-        names = list(payload["datasets"])
-        return cls(
-            genespace=GeneSpace(payload["hvg_names"]),
-            index_maps={n: np.asarray(payload[f"{n}_to_hvg"], dtype=np.int64) for n in names},
-            priority_genes_included=payload["priority_genes_included"],
-            priority_genes_missing=payload["priority_genes_missing"],
-            datasets=payload["datasets"],
-            params=payload["params"],
-        )
+        try:
+            payload = json.loads(path.read_text())
+            names = list(payload["datasets"])
+            return cls(
+                genespace=GeneSpace(payload["hvg_names"]),
+                index_maps={n: np.asarray(payload[f"{n}_to_hvg"], dtype=np.int64) for n in names},
+                priority_genes_included=payload["priority_genes_included"],
+                priority_genes_missing=payload["priority_genes_missing"],
+                datasets=payload["datasets"],
+                params=payload["params"],
+            )
+        except (ValueError, KeyError, TypeError) as err:  # JSONDecodeError is a ValueError
+            raise InputError(
+                f"{path} is not a gene space written by `cellsmith genes hvg` ({type(err).__name__}: "
+                f"{err}); write it again."
+            ) from None
 
 
 def _expressed_fraction(counts) -> np.ndarray:
@@ -184,12 +187,7 @@ def cross_dataset_hvg(
         raise InputError(f"n_top must be at least 1, got {n_top}.")
     counts = {name: require_counts(a, layer=counts_layer) for name, a in datasets.items()}
     for name, a in datasets.items():
-        dup = a.var_names[a.var_names.duplicated()]
-        if len(dup):
-            raise GeneSpaceError(
-                f"dataset '{name}' has {len(dup.unique())} duplicated gene names (e.g. "
-                f"{', '.join(dup.unique()[:5])}); make var_names unique first."
-            )
+        require_unique_genes(a.var_names, f"dataset '{name}'")
     first = next(iter(datasets.values()))
     common = first.var_names
     for a in datasets.values():

@@ -86,9 +86,15 @@ def check_type_sizes(labels: np.ndarray, *, what: str = "the reference") -> list
     Raises
     ------
     InputError
-        When a type has fewer than 2 cells (it cannot be split into train and validation).
+        When there is a single type, or a type has fewer than 2 cells (it cannot be split into
+        train and validation).
     """
     types, sizes = np.unique(labels, return_counts=True)
+    if types.size < 2:  # proportions of a single type are 1 for every sample: nothing to learn
+        raise InputError(
+            f"{what} has {types.size} cell type ({', '.join(map(str, types)) or 'no labels'}); "
+            "deconvolution needs at least 2. Check --cell-type-key."
+        )
     too_few = {str(t): int(n) for t, n in zip(types, sizes) if n < MIN_CELLS_ERROR}
     if too_few:
         raise InputError(

@@ -134,10 +134,12 @@ def read_backed(path: str | Path) -> ad.AnnData:
     InputError
         When the path is missing or not an .h5ad file.
     """
+    from cellsmith.data.io import read_h5ad
+
     path = Path(path)
-    if not path.is_file() or path.suffix != ".h5ad":
+    if path.suffix != ".h5ad":
         raise InputError(f"--backed reads an existing .h5ad file; got {path}.")
-    adata = ad.read_h5ad(path, backed="r")
+    adata = read_h5ad(path, backed=True)
     adata.uns["cellsmith"] = {"source": str(path), "backed": True}
     return adata
 

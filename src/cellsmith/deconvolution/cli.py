@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from cellsmith.cli_options import ACCELERATOR, DEVICES, MAX_EPOCHS, MAX_STEPS, ORIENTATION, PRECISION
+from cellsmith.cli_options import ACCELERATOR, DEVICES, MAX_EPOCHS, MAX_STEPS, ORIENTATION, PRECISION, table_text
 app = typer.Typer(help="Bulk deconvolution: HP-VADE with an NNLS baseline.", no_args_is_help=True)
 out = Console(soft_wrap=True)
 
@@ -88,7 +88,7 @@ def predict(
     from cellsmith.data import read_bulk
     from cellsmith.deconvolution.evaluate import FIT_SUFFIX, NNLS_SUFFIX, sibling
     from cellsmith.deconvolution.model import Deconvolver
-    from cellsmith.report import write_atomic
+    from cellsmith.report import write_atomic_files
 
     model = Deconvolver.load(model_dir)
     prediction = model.predict(read_bulk(bulk, orientation, genes=model.genespace.names), layer=layer, adapt=adapt)
@@ -97,8 +97,7 @@ def predict(
         sibling(out_path, NNLS_SUFFIX): prediction.nnls,
         sibling(out_path, FIT_SUFFIX): prediction.fit,
     }
-    for path, frame in outputs.items():
-        write_atomic(path, lambda tmp, frame=frame: frame.to_csv(tmp, index_label="sample"))
+    write_atomic_files({path: lambda tmp, frame=frame: frame.to_csv(tmp, index_label="sample") for path, frame in outputs.items()})
     poor = prediction.fit.index[prediction.fit["r2_log_hpvade"] < 0.8]
     out.print(f"{len(prediction.proportions)} samples; proportions written to {out_path} (NNLS: "
               f"{sibling(out_path, NNLS_SUFFIX).name}, fit: {sibling(out_path, FIT_SUFFIX).name})")
@@ -151,7 +150,7 @@ def evaluate(
         ).write(tmp / "report.html")
     for note in comparison.notes:
         out.print(note)
-    out.print(comparison.pooled.round(4).to_string())
+    out.print(table_text(comparison.pooled), highlight=False)
     out.print(f"report written to {out_dir / 'report.html'}")
 
 

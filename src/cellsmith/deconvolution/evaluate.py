@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
+from cellsmith.data.io import read_h5ad, read_table, read_yaml
 from cellsmith.errors import InputError
 from cellsmith.metrics.deconvolution import (
     MappedTypes,
@@ -25,6 +25,7 @@ from cellsmith.metrics.deconvolution import (
     parse_mapping,
 )
 from cellsmith.report import Report
+from cellsmith.report.figures import legend_below, legend_outside, r_text
 
 #: Sibling files of a predictions CSV (``.no-adapt.csv``: HP-VADE without platform adaptation).
 NNLS_SUFFIX, FIT_SUFFIX, NO_ADAPT_SUFFIX = ".nnls.csv", ".fit.csv", ".no-adapt.csv"
@@ -130,13 +131,7 @@ def read_mapping(path: str | Path | None = None, pairs: Sequence[str] = ()) -> l
     """Type pairs from a YAML file and/or ``TRUTH[,TRUTH]=PRED[,PRED]`` strings; None if neither."""
     result: list[TypePair] = []
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(f"mapping file {path} does not exist.")
-        try:
-            result += parse_mapping(yaml.safe_load(path.read_text()))
-        except yaml.YAMLError as err:
-            raise InputError(f"mapping file {path} is not valid YAML ({err}).") from None
+        result += parse_mapping(read_yaml(path, "mapping file"))
     for text in pairs:
         if "=" not in text:
             raise InputError(f"--pair takes TRUTH[,TRUTH...]=PRED[,PRED...], got '{text}'.")
@@ -150,12 +145,8 @@ def read_mapping(path: str | Path | None = None, pairs: Sequence[str] = ()) -> l
 def read_truth(path: str | Path, key: str | None = None) -> pd.DataFrame:
     """Samples x types truth from a CSV (first column: sample names) or ``h5ad.obsm[key]``."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"truth file {path} does not exist.")
     if path.suffix == ".h5ad":
-        import anndata as ad
-
-        adata = ad.read_h5ad(path)
+        adata = read_h5ad(path, what="truth file")
         if key is None or key not in adata.obsm:
             raise InputError(
                 f"pass --truth-key, one of the obsm keys of {path}: {list(adata.obsm)}"
@@ -168,19 +159,7 @@ def read_truth(path: str | Path, key: str | None = None) -> pd.DataFrame:
 
 
 def _read_table(path: Path, what: str) -> pd.DataFrame:
-    sep = "\t" if path.suffix in (".tsv", ".txt") else ","
-    try:
-        frame = pd.read_csv(path, sep=sep, index_col=0)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
-        raise InputError(f"{what} file {path} is not a readable table ({err}).") from None
-    non_numeric = [c for c in frame.columns if not pd.api.types.is_numeric_dtype(frame[c])]
-    if non_numeric or frame.empty:
-        raise InputError(
-            f"{what} file {path} must hold sample names in the first column and one numeric column "
-            f"per cell type; found non-numeric columns {non_numeric[:5]}" + (" and no rows" if frame.empty else "") + "."
-        )
-    frame.index = frame.index.astype(str)
-    return frame.astype(float)
+    return read_table(path, f"{what} file").astype(float)
 
 
 def read_predictions(path: str | Path) -> tuple[dict[str, pd.DataFrame], pd.DataFrame | None]:
@@ -212,16 +191,17 @@ def scatter_figure(comparison: Comparison):
         truth = comparison.truth[cell_type]
         top = max(float(np.nanmax(truth.to_numpy())), *(float(p[cell_type].max()) for p in comparison.preds.values()), 0.05)
         ax.plot([0, top], [0, top], color="#999", lw=0.8, ls="--")
+        r = []
         for method, pred in comparison.preds.items():
-            r = comparison.per_type.loc[(method, cell_type), "pearson"]
-            ax.scatter(truth, pred[cell_type], s=8, alpha=0.6, label=f"{method} (r {r:.3f})")
-        ax.set_title(cell_type)
+            r.append(f"{method} {r_text(comparison.per_type.loc[(method, cell_type), 'pearson'])}")
+            ax.scatter(truth, pred[cell_type], s=8, alpha=0.6, label=method)
+        ax.set_title(f"{cell_type}\nr: {', '.join(r)}", fontsize=9)
         ax.set_xlabel("true proportion")
         ax.set_ylabel("predicted")
-        ax.legend(fontsize=7, loc="upper left")
     for ax in axes.ravel()[len(types):]:
         ax.axis("off")
     fig.tight_layout()
+    legend_below(fig, axes[0, 0])  # one legend for all panels, off the data
     return fig
 
 
@@ -237,14 +217,14 @@ def history_figure(history: pd.DataFrame):
     left.set_xlabel("epoch")
     left.set_ylabel("total loss")
     left.set_yscale("log")
-    left.legend()
+    legend_outside(left)
     for column in [c for c in history.columns if c.startswith("val_") and c != "val_loss"]:
         rows = history[["epoch", column]].dropna()
         right.plot(rows["epoch"], rows[column], label=column.removeprefix("val_"))
     right.set_xlabel("epoch")
     right.set_ylabel("validation term (unweighted)")
     right.set_yscale("log")
-    right.legend(fontsize=7)
+    legend_outside(right)
     fig.tight_layout()
     return fig
 
@@ -288,9 +268,10 @@ def evaluation_report(
     report.table(comparison.pooled)
     report.heading("Per cell type")
     report.table(comparison.per_type)
+    undefined = " r n/a: fewer than 3 samples, too few for a correlation." if comparison.per_type["pearson"].isna().any() else ""
     report.figure(
         scatter_figure(comparison),
-        caption="Predicted vs true proportions; dashed: identity.",
+        caption=f"Predicted vs true proportions; dashed: identity; r: Pearson r per method.{undefined}",
         save_png=None if save_png_dir is None else save_png_dir / "scatter.png",
     )
     if fit is not None:
@@ -300,7 +281,7 @@ def evaluation_report(
             "e.g. a cell type absent from the reference.",
             css_class="note",
         )
-        report.table(fit)
+        report.table(fit, max_rows=10)
     if training:
         report.heading("Training")
         training_report(report, training, history)

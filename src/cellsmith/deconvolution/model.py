@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from cellsmith._logging import logger, seed_everything
 from cellsmith.data import GeneSpace, normalize
 from cellsmith.data.audit import describe_source
+from cellsmith.data.io import require_unique_genes
 from cellsmith.data.pseudobulk import as_count_rows, cell_type_labels, check_type_sizes, cpm_in_place, mix_counts
 from cellsmith.data.rows import CountRows, count_rows
 from cellsmith.data.splits import split_indices
@@ -217,6 +218,7 @@ class Deconvolver(CellsmithModel):
         """
         config = self.config
         what = describe_source(reference)
+        require_unique_genes(reference.var_names, what)
         labels = cell_type_labels(reference, cell_type_key, what=what)
         counts = count_rows(reference, layer=counts_layer)
         cell_types = check_type_sizes(labels, what=what)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from cellsmith.report import Report
+from cellsmith.errors import InputError
+from cellsmith.report import Report, atomic_output_dir
 
 DemoSection = Callable[..., Report]
 
@@ -35,15 +36,25 @@ def _sections() -> list[tuple[str, DemoSection]]:
 
 
 def run_demo(out_dir: str | Path, *, seed: int = 0) -> Path:
-    """Run each workflow's demo section into ``out_dir``; return the report's path."""
+    """Run each workflow's demo section into ``out_dir``; return the report's path.
+
+    The sections write into a temporary folder that replaces ``out_dir`` only when every section
+    has succeeded: an interrupted demo leaves the previous ``out_dir`` as it was.
+    """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "report.html").is_file():
+        raise InputError(
+            f"{out_dir} holds files but no demo report; the demo replaces its output folder as a whole, "
+            "so pass a new folder (or the folder of an earlier demo)."
+        )
     console = Console(stderr=True)
     report = Report("cellsmith demo")
     report.text(f"Built-in simulated data, seed {seed}. Each section below is one workflow.")
-    for name, section in _sections():
-        console.rule(f"demo: {name}")
-        section_dir = out_dir / name
-        section_dir.mkdir(exist_ok=True)
-        report.extend(section(section_dir, seed=seed))
-    return report.write(out_dir / "report.html")
+    with atomic_output_dir(out_dir) as tmp:
+        for name, section in _sections():
+            console.rule(f"demo: {name}")
+            section_dir = tmp / name
+            section_dir.mkdir()
+            report.extend(section(section_dir, seed=seed))
+        report.write(tmp / "report.html")
+    return out_dir / "report.html"

@@ -31,7 +31,7 @@ def demo_section(out_dir: Path, *, seed: int = 0) -> Report:
     report = evaluation_report(
         comparison,
         title="Deconvolution: HP-VADE vs NNLS on simulated PBMC bulk",
-        fit=bulk.obs[["fit_r2_log_hpvade", "fit_r2_log_nnls"]].head(10),
+        fit=bulk.obs[["fit_r2_log_hpvade", "fit_r2_log_nnls"]],
         training=model.training,
         history=model.history,
         save_png_dir=out_dir,

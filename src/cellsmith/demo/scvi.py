@@ -27,7 +27,7 @@ def demo_section(out_dir: Path, *, seed: int = 0) -> Report:
     report.text(
         f"Model: ZINB, donor_id as batch, timepoint as covariate, {len(model.setup.always_zero_genes)} "
         f"always-zero genes penalised; {int(last['epoch']) + 1} epochs, validation loss "
-        f"{last['val_loss']:.4g}. Files: {out_dir / 'model'} (saved model), metrics.csv, PNGs."
+        f"{last['val_loss']:.4g}. Files in {out_dir.name}/: model/ (saved model), metrics.csv, PNGs."
     )
     result.metrics.to_csv(out_dir / "metrics.csv")
     report.figure(training_curves(model.history), caption="Training curves.", save_png=out_dir / "training_curves.png")

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from cellsmith.cli_options import ACCELERATOR, DEVICES, MAX_EPOCHS, MAX_STEPS, PRECISION
+from cellsmith.cli_options import ACCELERATOR, DEVICES, MAX_EPOCHS, MAX_STEPS, PRECISION, PROGRESS, steps, table_text
 from cellsmith.errors import InputError
 
 out = Console(soft_wrap=True)
@@ -141,6 +141,7 @@ def evaluate(
     counts_layer: Optional[str] = typer.Option(
         None, "--counts-layer", help="Layer with raw counts of --real (default: the one PRED records; X: X)."
     ),
+    progress: bool = PROGRESS,
 ) -> None:
     """Score predictions (and baselines) with cell-eval; write tables and a report."""
     from cellsmith.data import read
@@ -152,9 +153,11 @@ def evaluate(
         source = prediction.uns.get("cellsmith", {}).get("perturbation", {}).get("model_dir")
         if source is None:
             raise InputError(f"{pred} does not name the model that made it; pass --model MODEL_DIR with --baselines.")
-    evaluation = run_evaluate(
-        prediction, read(real), out_dir, baselines_from=source if baselines else None, num_threads=threads,
-        perturbation_key=perturbation_key, counts_layer=counts_layer,
-    )
-    out.print(evaluation.summary.to_string(float_format=lambda v: f"{v:.4f}"))
+    with steps(progress) as step:
+        step("scoring with cell-eval (differential expression per perturbation)")
+        evaluation = run_evaluate(
+            prediction, read(real), out_dir, baselines_from=source if baselines else None, num_threads=threads,
+            perturbation_key=perturbation_key, counts_layer=counts_layer,
+        )
+    out.print(table_text(evaluation.summary), highlight=False)
     out.print(f"written {out_dir}")

@@ -27,6 +27,7 @@ from cellsmith.perturbation.baselines import BASELINES, Baselines
 from cellsmith.perturbation.remap import GeneRemap
 from cellsmith.perturbation.screen import require_obs_column
 from cellsmith.report import Report
+from cellsmith.report.figures import legend_outside
 
 #: The baseline every normalised score is relative to (the challenge's cell-mean baseline).
 REFERENCE = "perturbation_mean"
@@ -181,7 +182,7 @@ def shift_figure(evaluation: Evaluation, model: str = "model"):
         ax.set_title(f"{which}: {target} (r = {ranking[target]:.2f})")
         ax.set_xlabel("real mean shift (log1p CP10k)")
     axes[0].set_ylabel("predicted mean shift")
-    axes[0].legend(loc="upper left", fontsize=8)
+    legend_outside(axes[-1])
     fig.tight_layout()
     return fig
 

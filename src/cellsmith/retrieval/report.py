@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 
 from cellsmith.report import Report
+from cellsmith.report.figures import legend_outside
+from cellsmith.report.glossary import retrieval_chance
 from cellsmith.retrieval.runner import RetrievalResult
 from cellsmith.retrieval.tables import head_vs_baseline, leakage_gap, summarise
 
@@ -58,7 +60,7 @@ def calibration_plot(rankings: pd.DataFrame, n_bins: int = 10):
         ax.set_xlabel("confidence decile (top-2 margin)")
         ax.set_ylabel("top-1 correct")
         ax.set_ylim(0, 1)
-    axes[0, -1].legend(fontsize=7)
+    legend_outside(axes[0, -1], fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -78,6 +80,8 @@ def build_report(result: RetrievalResult, out_dir: Path, *, title: str = "Pertur
         f"(control included); seeds {', '.join(map(str, result.config.seeds))}. Masked genes: "
         f"{', '.join(info.get('masked_genes') or []) or 'none'}."
     )
+    for metric, chance in retrieval_chance(len(info["candidates"])).items():
+        report.define(metric, chance=chance)
     if info["skipped"]:
         report.text("Skipped (too few cells to split): " + ", ".join(f"{k} ({v})" for k, v in info["skipped"].items()),
                     css_class="warn")

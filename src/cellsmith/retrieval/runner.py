@@ -23,6 +23,8 @@ from threadpoolctl import threadpool_limits
 
 from cellsmith._logging import logger
 from cellsmith.data import is_control, parse_perturbation
+from cellsmith.data.audit import describe_source
+from cellsmith.data.io import require_unique_genes
 from cellsmith.data.rows import count_rows
 from cellsmith.errors import ConfigError, InputError
 from cellsmith.metrics.retrieval import retrieval_metrics, top_two, truth_ranks
@@ -180,6 +182,7 @@ def run_retrieval(
         Where learned heads keep checkpoints and training logs (a temporary folder if None).
     """
     config = config or RetrievalConfig()
+    require_unique_genes(adata.var_names, describe_source(adata))  # masking finds targets by name
     labels = check_labels(adata, config)
     if any(spec.startswith("head:") for spec in config.embedders):
         check_head_devices(config)

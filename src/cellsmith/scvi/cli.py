@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from cellsmith.cli_options import ACCELERATOR, DEVICES, MAX_EPOCHS, MAX_STEPS, PRECISION
+from cellsmith.cli_options import ACCELERATOR, DEVICES, MAX_EPOCHS, MAX_STEPS, PRECISION, PROGRESS, steps
 from cellsmith.errors import InputError
 
 #: Read the h5ad block by block instead of loading it (data larger than memory).
@@ -91,6 +91,11 @@ def train(
         overrides["zero_gene_init"] = False
     cfg = SCVIConfig.from_yaml(config, **overrides)
     adata = _read(data, backed)
+    if not no_batch and batch_key not in adata.obs:
+        raise InputError(
+            f"{data} has no batch column '{batch_key}' (obs columns: {list(adata.obs.columns)[:15]}); pass "
+            "--batch-key with the column of the donor or batch, or --no-batch when the cells are one batch."
+        )
     model = ConditionalSCVI(cfg).train(
         adata,
         batch_key=None if no_batch else batch_key,
@@ -128,6 +133,7 @@ def reconstruct(
         20_000, "--max-cells", help="Compare a seeded subsample of at most this many cells (bounds memory and output)."
     ),
     backed: bool = BACKED,
+    progress: bool = PROGRESS,
 ) -> None:
     """Reconstruct real cells and compare them with the real ones (UMAP + metrics).
 
@@ -137,9 +143,13 @@ def reconstruct(
     from cellsmith.scvi import ConditionalSCVI
     from cellsmith.scvi.reconstruct import compare_reconstruction
 
-    model = ConditionalSCVI.load(model_dir)
-    result = compare_reconstruction(model, _read(data, backed), seed=seed, kind=kind, max_cells=max_cells)
-    result.write(out_dir)
+    with steps(progress) as step:
+        step(f"loading {model_dir} and {data}")
+        model = ConditionalSCVI.load(model_dir)
+        adata = _read(data, backed)
+        result = compare_reconstruction(model, adata, seed=seed, kind=kind, max_cells=max_cells, step=step)
+        step(f"writing {out_dir}")
+        result.write(out_dir)
     overall = result.metrics.loc[("overall", "all")]
     out.print(
         f"kNN mixing {overall['knn_mixing']:.3f}, mean Pearson r {overall['mean_pearson']:.3f}, "

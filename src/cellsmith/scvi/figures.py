@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from cellsmith.report.figures import legend_outside
+
 _TERMS = (("loss", "ELBO + penalty"), ("reconstruction", "reconstruction NLL"), ("kl", "KL"), ("penalty", "always-zero penalty"))
 
 
@@ -19,6 +21,6 @@ def training_curves(history: pd.DataFrame):
                 ax.plot(history["epoch"], history[column], color=color, label=stage)
         ax.set_title(title)
         ax.set_xlabel("epoch")
-    axes[0].legend(frameon=False)
+    legend_outside(axes[-1])
     fig.tight_layout()
     return fig

@@ -27,6 +27,8 @@ import torch
 
 from cellsmith._logging import logger, seed_everything
 from cellsmith.data import GeneSpace, normalize
+from cellsmith.data.audit import describe_source
+from cellsmith.data.io import require_unique_genes
 from cellsmith.data.rows import BLOCK_ROWS
 from cellsmith.data.splits import split_indices
 from cellsmith.errors import CellsmithDeprecationWarning, ConfigError, InputError, ModelDirectoryError
@@ -155,6 +157,7 @@ class ConditionalSCVI(CellsmithModel):
                 "memory (drop --backed)."
             )
         setup.categories = observed_categories(adata, setup)
+        require_unique_genes(adata.var_names, describe_source(adata))
         genespace = GeneSpace(adata.var_names)
         data = CellData(aligned_rows(adata, genespace, counts_layer), category_codes(adata, setup))
         setup.always_zero_genes = [genespace.names[i] for i in np.flatnonzero(zero_columns(data.counts))]

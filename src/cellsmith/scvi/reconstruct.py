@@ -14,7 +14,7 @@ The comparison holds real and reconstructed cells dense (for the PCA, UMAP and t
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,10 +24,12 @@ import pandas as pd
 import scanpy as sc
 from sklearn.decomposition import PCA
 
+from cellsmith._logging import logger
 from cellsmith.data import normalize
 from cellsmith.errors import InputError
 from cellsmith.metrics.reconstruction import metrics_by_group
 from cellsmith.report import Report, atomic_output_dir
+from cellsmith.report.figures import legend_outside
 from cellsmith.scvi.data import aligned_rows, check_columns
 from cellsmith.scvi.model import ConditionalSCVI
 
@@ -92,7 +94,7 @@ class ReconstructionResult:
             ax.set_title(f"coloured by {key}")
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.legend(markerscale=4, fontsize=7, loc="best", frameon=False)
+            legend_outside(ax, markerscale=4, fontsize=7, ncol=1 if len(levels) <= 12 else 2)
         fig.tight_layout()
         return fig
 
@@ -109,7 +111,7 @@ class ReconstructionResult:
         ax.plot([0, top], [0, top], color="#888", lw=0.8)
         ax.set_xlabel("real mean log1p(CP10k)")
         ax.set_ylabel("reconstructed mean log1p(CP10k)")
-        ax.legend(fontsize=7, frameon=False)
+        legend_outside(ax, fontsize=7)
         return fig
 
     def write(self, out_dir: str | Path) -> Path:
@@ -134,6 +136,7 @@ def compare_reconstruction(
     umap: bool = True,
     extra_keys: Sequence[str] = (),
     max_cells: int | None = None,
+    step: Callable[[str], None] = logger.debug,
 ) -> ReconstructionResult:
     """Reconstruct the cells of ``adata`` with ``model`` and compare them with the real cells.
 
@@ -158,10 +161,13 @@ def compare_reconstruction(
     max_cells
         Compare a seeded subsample of at most this many cells (None: all); ``adata`` may be
         opened backed, then only the subsample is read.
+    step
+        Called with a short message as each long step starts (the CLI shows it as a spinner).
     """
     if kind not in ("mean", "sample"):
         raise InputError(f"kind must be 'mean' or 'sample', not '{kind}'.")
     adata = subsample_cells(adata, max_cells, seed)
+    step(f"reconstructing {adata.n_obs:,} cells")
     counts = aligned_rows(adata, model.genespace, model.setup.counts_layer).read(0, adata.n_obs).toarray()
     out = model.reconstruct(adata, seed=seed)
     pred_counts = out["mean"] if kind == "mean" else out["sampled_counts"]
@@ -170,6 +176,7 @@ def compare_reconstruction(
     active = (counts > 0).mean(0) > ACTIVE_MIN_FRACTION
     always_zero = np.isin(np.array(model.genespace.names), model.setup.always_zero_genes)
 
+    step("joint PCA of real and reconstructed cells")
     joint = np.vstack([real_log[:, active], pred_log[:, active]])
     n_components = max(2, min(n_pcs, joint.shape[0] - 1, int(active.sum()) - 1))
     pca = PCA(n_components=n_components, random_state=seed).fit_transform(joint)
@@ -188,9 +195,11 @@ def compare_reconstruction(
     combined.obsm["X_pca"] = pca.astype(np.float32)
     combined.obsm["X_scvi"] = np.vstack([out["latent"], out["latent"]])
     if umap:
+        step(f"UMAP of {2 * n:,} cells")
         sc.pp.neighbors(combined, use_rep="X_pca", n_neighbors=k, random_state=seed)
         sc.tl.umap(combined, random_state=seed)
 
+    step("metrics per group")
     metrics = metrics_by_group(
         {key: adata.obs[key].to_numpy() for key in keys},
         real_log=real_log[:, active],
