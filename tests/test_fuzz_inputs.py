@@ -111,6 +111,7 @@ def inputs(tmp_path_factory) -> Path:
 
 DECON_TRAIN = ["deconvolve", "train", "--cell-type-key", "cell_type", "--no-progress"]
 SCVI_TRAIN = ["scvi", "train", "--max-steps", "1"]
+DECON_RUN = ["deconvolve", "run", "--cell-type-key", "cell_type", "--no-progress"]
 
 # (id, command line with {in} = the inputs folder and {out} = the output path, words the message holds)
 CASES = [
@@ -142,6 +143,12 @@ CASES = [
     ("decon-train-bad-yaml", [*DECON_TRAIN, "--reference", "{in}/cells.h5ad", "--config", "{in}/bad.yaml", "--out", "{out}"], "line 2"),
     ("decon-train-list-yaml", [*DECON_TRAIN, "--reference", "{in}/cells.h5ad", "--config", "{in}/list.yaml", "--out", "{out}"], "not a mapping"),
     ("decon-train-binary-yaml", [*DECON_TRAIN, "--reference", "{in}/cells.h5ad", "--config", "{in}/binary.yaml", "--out", "{out}"], "not a text file"),
+    # deconvolve run: reference + bulk in one step (issue 12)
+    ("decon-run-bulk-empty", [*DECON_RUN, "--reference", "{in}/cells.h5ad", "--bulk", "{in}/empty.csv", "--out", "{out}"], "empty file"),
+    ("decon-run-bulk-ragged", [*DECON_RUN, "--reference", "{in}/cells.h5ad", "--bulk", "{in}/ragged.csv", "--out", "{out}"], "different numbers of fields"),
+    ("decon-run-bulk-dup-genes", [*DECON_RUN, "--reference", "{in}/cells.h5ad", "--bulk", "{in}/dup_genes.csv", "--out", "{out}"], "duplicated gene names"),
+    ("decon-run-reference-truncated", [*DECON_RUN, "--reference", "{in}/truncated.h5ad", "--bulk", "{in}/nan.csv", "--out", "{out}"], "truncated"),
+    ("decon-run-bad-orientation", [*DECON_RUN, "--reference", "{in}/cells.h5ad", "--bulk", "{in}/dup_genes.csv", "--orientation", "rows", "--out", "{out}"], "--orientation"),
     # deconvolve predict: --model folder, --bulk table
     ("decon-predict-model-missing", ["deconvolve", "predict", "--model", "{in}/absent", "--bulk", "{in}/names_only.csv", "--out", "{out}.csv"], "absent"),
     ("decon-predict-model-empty", ["deconvolve", "predict", "--model", "{in}/empty_folder", "--bulk", "{in}/names_only.csv", "--out", "{out}.csv"], "empty_folder"),

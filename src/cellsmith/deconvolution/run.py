@@ -21,6 +21,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
+from cellsmith.deconvolution.bulk_input import require_linear_bulk
 from cellsmith.deconvolution.config import DeconvolutionConfig
 from cellsmith.deconvolution.evaluate import NNLS_SUFFIX, NO_ADAPT_SUFFIX, RUN_FIT, sibling
 from cellsmith.deconvolution.model import Deconvolver, Prediction
@@ -85,6 +86,7 @@ def run(
     InputError, ScaleError
         As :meth:`Deconvolver.train` and :meth:`Deconvolver.predict` (log bulk is refused).
     """
+    require_linear_bulk(bulk)  # refuse log bulk before minutes of training, not after
     shared = pd.Index(reference.var_names).intersection(pd.Index(bulk.var_names))
     model = Deconvolver(config).train(
         reference, cell_type_key=cell_type_key, counts_layer=counts_layer, genes=list(shared)
