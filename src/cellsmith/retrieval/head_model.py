@@ -87,7 +87,8 @@ class RetrievalHead(CellsmithModel):
     backbone
         Maps feature rows to the head's input (e.g. the PCA layer of
         :meth:`PCAEmbedder.backbone`); none: the head works on the features directly. With
-        ``config.mode == "finetune"`` it is trained in place, otherwise frozen.
+        ``config.mode`` "finetune" or "lora" it is trained in place (see :class:`HeadConfig`),
+        otherwise frozen.
     """
 
     workflow = "retrieval-head"
@@ -132,8 +133,14 @@ class RetrievalHead(CellsmithModel):
             raise InputError(f"validation rows have {x_val.shape[1]} features, training rows {x.shape[1]}.")
         seed_everything(cfg.seed)
         backbone = self.backbone if self.backbone is not None else nn.Identity()
-        backbone.requires_grad_(cfg.mode == "finetune")
-        backbone.train(cfg.mode == "finetune")  # a frozen backbone keeps dropout etc. off
+        adapt = getattr(backbone, "adapt", None)  # a foundation backbone: layers, LoRA
+        if adapt is not None:
+            adapt(cfg)
+        elif cfg.mode == "lora":
+            raise InputError(f"mode lora needs a foundation backbone (LoRA adapts its transformer); got {type(backbone).__name__}.")
+        else:
+            backbone.requires_grad_(cfg.mode == "finetune")
+        backbone.train(cfg.mode != "head")  # a frozen backbone keeps dropout etc. off
         with torch.no_grad():
             n_out = backbone(dense_rows(x.take(np.arange(min(2, x.shape[0]))))).shape[1]
         self.module = RetrievalHeadModule(backbone, n_out, int(y.max()) + 1, cfg)
@@ -193,7 +200,7 @@ class RetrievalHead(CellsmithModel):
 
 class HeadEmbedder(Embedder):
     """A :class:`RetrievalHead` on the backbone of ``base`` (``mode`` "head": backbone frozen;
-    "finetune": backbone trained too, at ``backbone_learning_rate``). The split seed passed to
+    "finetune": backbone trained too, at ``backbone_learning_rate``; "lora": adapters in it). The split seed passed to
     :meth:`fit` becomes the head's ``config.seed``."""
 
     def __init__(self, name: str, base: Embedder, config: HeadConfig, *, work_dir: Path | None = None):
@@ -212,6 +219,11 @@ class HeadEmbedder(Embedder):
     @property
     def best_val_hit1(self) -> float:
         return float("nan") if self.model is None else self.model.best_val_hit1
+
+    @property
+    def vocabulary(self) -> str:
+        """The base embedder's vocabulary coverage (foundation bases; empty otherwise)."""
+        return getattr(self.base, "vocabulary", "")
 
     def fit(self, train, labels, *, val, val_labels, seed):
         self.base.fit(train, labels, val=val, val_labels=val_labels, seed=seed)

@@ -28,15 +28,18 @@ from torch.utils.data import Sampler
 from cellsmith.nn import LossOutput, TrainingConfig, TrainingPlan, mlp
 from cellsmith.retrieval.feature_rows import FeatureRows, dense_rows, row_blocks
 
-HeadMode = Literal["head", "finetune"]
+HeadMode = Literal["head", "finetune", "lora"]
 HeadLossName = Literal["infonce", "classification"]
 
 
 class HeadConfig(TrainingConfig):
     """Training of a learned head (``head:BASE[:MODE[:LOSS]]`` overrides mode and loss).
 
+    ``mode``: ``head`` trains the head on a frozen backbone, ``finetune`` the backbone too (on a
+    foundation backbone only its last ``trainable_layers`` transformer layers when set),
+    ``lora`` LoRA adapters of rank ``lora_rank`` in a foundation backbone.
     ``learning_rate`` is the head's (and the cosine classifier's) learning rate,
-    ``backbone_learning_rate`` the backbone's when it is fine-tuned. The keys of cellsmith 0.1,
+    ``backbone_learning_rate`` the backbone's (or its adapters') when it trains. The keys of cellsmith 0.1,
     ``lr_head`` and ``lr_backbone``, still load with a deprecation warning.
     """
 
@@ -48,6 +51,11 @@ class HeadConfig(TrainingConfig):
 
     mode: HeadMode = "head"
     loss: HeadLossName = "infonce"
+    trainable_layers: int | None = Field(
+        None, ge=1, description="finetune on a foundation backbone: train only its last N transformer layers "
+        "(None: all of it)."
+    )
+    lora_rank: Literal[8, 16, 32] = Field(8, description="lora: rank of the adapters (alpha = 2 x rank).")
     hidden: list[int] = [256]
     dim: int = 64
     temperature: float = Field(0.1, gt=0)

@@ -221,7 +221,8 @@ def run_retrieval(
                     library_emb = embedder.transform(train)
                     fit_s = time.perf_counter() - started
                     info["fits"].append({"embedder": spec, "mask": mask_name, "seed": seed, "fit_seconds": round(fit_s, 2),
-                                         **{k: getattr(embedder, k) for k in ("epochs_trained", "best_val_hit1") if hasattr(embedder, k)}})
+                                         **{k: getattr(embedder, k) for k in ("epochs_trained", "best_val_hit1", "vocabulary")
+                                            if getattr(embedder, k, "") != ""}})
                     rows_, rankings_ = _evaluate(embedder, library_emb, y_train, embedder.transform(test), queries,
                                                  config=config, candidates=candidates, gene_sets=gene_sets if combos else None,
                                                  key={"embedder": spec, "mask": mask_name, "seed": seed})
