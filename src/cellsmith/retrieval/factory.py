@@ -75,5 +75,8 @@ def make_embedder(spec: str, config: RetrievalConfig, *, work_dir: Path | None =
         raise InputError(f"embedder '{spec}': LoRA adapts a foundation transformer; use head:foundation:lora.")
     if not isinstance(base, TorchBackbone):
         raise InputError(f"embedder '{spec}': '{parts[1]}' has no torch backbone; put heads on pca or foundation.")
+    if isinstance(base, FoundationEmbedder):
+        # attention memory grows with batch x tokens^2: embed as many cells at once as the frozen embedder
+        overrides["batch_size"] = min(config.head.batch_size, config.foundation.batch_size)
     head_config = HeadConfig(**{**config.head.model_dump(), **overrides})
     return HeadEmbedder(spec, base, head_config, work_dir=work_dir)

@@ -235,8 +235,9 @@ class FoundationEmbedder(Embedder, TorchBackbone):
         return self._encoder(copy.deepcopy(self.checkpoint.model))
 
     def transform(self, counts):
-        encoder = self._encoder(self.checkpoint.model).eval()
+        device = next(self.checkpoint.model.parameters()).device  # where the caller put the model
+        encoder = self._encoder(self.checkpoint.model).to(device).eval()
         with torch.no_grad():
-            blocks = [F.normalize(encoder(dense_rows(block)), dim=-1)
+            blocks = [F.normalize(encoder(dense_rows(block).to(device)), dim=-1).cpu()
                       for _, block in row_blocks(self.features(counts), self.batch_size)]
         return torch.cat(blocks).numpy()

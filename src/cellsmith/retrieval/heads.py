@@ -130,6 +130,36 @@ def supervised_info_nce(z: torch.Tensor, labels: torch.Tensor, temperature: floa
     return per_anchor.mean(), int(positive.sum())
 
 
+def fit_temperature(cosines: np.ndarray, labels: np.ndarray, log_prior: np.ndarray) -> float:
+    """Temperature scaling (Guo et al. 2017) of prior-adjusted cosine logits.
+
+    The temperature ``T`` of ``softmax(cosines / T + log_prior)`` with the least negative
+    log-likelihood of ``labels`` (validation cells), on a log grid from 0.005 to 2.
+    ``log_prior`` holds the log training frequencies: the balanced sampler trains the
+    classifier for equally frequent classes, adding them back (logit adjustment, Menon et al.
+    2021) gives probabilities for cells as frequent as in the screen, as logistic regression's.
+    """
+    grid = np.geomspace(0.005, 2.0, 61)
+    rows = np.arange(len(labels))
+    losses = []
+    for t in grid:
+        logits = cosines / t + log_prior  # (cells, classes)
+        peak = logits.max(1, keepdims=True)
+        log_norm = np.log(np.exp(logits - peak).sum(1)) + peak[:, 0]
+        losses.append(float(np.mean(log_norm - logits[rows, labels])))
+    return float(grid[int(np.argmin(losses))])
+
+
+def class_probabilities(z: np.ndarray, classifier: np.ndarray, temperature: float, log_prior: np.ndarray) -> np.ndarray:
+    """``softmax(cos(z, classifier rows) / temperature + log_prior)``, rows x classes (float32);
+    ``z`` L2-normalised embeddings."""
+    weights = classifier / np.maximum(np.linalg.norm(classifier, axis=1, keepdims=True), 1e-12)
+    logits = z @ weights.T / temperature + log_prior
+    logits -= logits.max(1, keepdims=True)
+    p = np.exp(logits)
+    return (p / p.sum(1, keepdims=True)).astype(np.float32)
+
+
 class RetrievalHeadModule(nn.Module):
     """backbone -> MLP head -> L2-normalised embedding; a cosine classifier for the
     classification loss. Tensors in, tensors out; no AnnData.
