@@ -16,7 +16,7 @@ from cellsmith.models.scgpt import ScGPT, ScGPTCheckpoint, ScGPTConfig, bin_rows
 from cellsmith.models.scgpt.checkpoint import read_state_dict
 from cellsmith.retrieval import RetrievalConfig, RetrievalHead, RetrievalWarning, make_embedder, mask_counts
 from cellsmith.retrieval import factory
-from cellsmith.retrieval.foundation import FoundationEmbedder, load_scgpt, map_genes
+from cellsmith.retrieval.foundation import CLSEncoder, FoundationEmbedder, load_scgpt, map_genes
 from cellsmith.retrieval.runner import run_retrieval
 
 FIXTURE = Path(__file__).parent / "data" / "scgpt_fixture"
@@ -117,6 +117,8 @@ def test_last_layers_and_lora_heads_save_and_load(small_screen, tiny_foundation,
     assert backbone["kind"] == "foundation" and backbone["n_genes"] == 150
     assert backbone["lora_rank"] == (16 if mode == "lora" else None)
     again = RetrievalHead.load(tmp_path / "head")
+    with pytest.raises(CellsmithError, match="saved by an earlier cellsmith"):
+        CLSEncoder.from_spec({"kind": "foundation", "model": {"class": "scgpt"}, "n_genes": 3})
     test = counts.rows(np.arange(1, 40, 2))
     np.testing.assert_allclose(again.predict(head.base.features(test)), head.transform(test), atol=1e-6)
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cellsmith._logging import logger
-from cellsmith.errors import InputError
+from cellsmith.errors import InputError, ModelDirectoryError
 from cellsmith.models.scgpt import CHECKPOINT_FILES, N_BINS, ScGPT, ScGPTCheckpoint, ScGPTConfig, load_checkpoint
 from cellsmith.models.scgpt.preprocess import bin_rows, choose_genes, tokenize
 from cellsmith.retrieval.adaptation import add_lora, train_last_layers
@@ -154,7 +154,18 @@ class CLSEncoder(nn.Module):
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any]) -> CLSEncoder:
-        """An encoder of :meth:`backbone_spec`; its gene ids and weights come with the state dict."""
+        """An encoder of :meth:`backbone_spec`; its gene ids and weights come with the state dict.
+
+        Raises
+        ------
+        ModelDirectoryError
+            For a head saved by an earlier cellsmith (its spec names a model class instead).
+        """
+        if "class" in spec["model"] or "cls_id" not in spec:
+            raise ModelDirectoryError(
+                f"this head's foundation backbone was saved by an earlier cellsmith (model class "
+                f"'{spec['model'].get('class')}'), which used the scgpt package; retrain the head."
+            )
         return cls(ScGPT(ScGPTConfig(**spec["model"])), np.zeros(int(spec["n_genes"]), dtype=np.int64),
                    cls_id=int(spec["cls_id"]), lora_rank=spec.get("lora_rank"))
 
