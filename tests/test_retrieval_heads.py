@@ -13,7 +13,10 @@ from cellsmith.nn import LossOutput
 from cellsmith.retrieval import (
     BalancedBatchSampler, PCAEmbedder, RetrievalConfig, RetrievalHead, make_embedder, mask_counts, split_cells,
 )
-from cellsmith.retrieval.heads import HeadConfig, HeadTrainingPlan, RetrievalHeadModule, supervised_info_nce
+from cellsmith.retrieval.heads import (
+    HeadConfig, HeadTrainingPlan, RetrievalHeadModule, class_probabilities, fit_temperature, supervised_info_nce,
+)
+from cellsmith.retrieval.runner import run_retrieval
 
 
 def test_balanced_batches_hold_several_cells_of_several_perturbations():
@@ -113,6 +116,44 @@ def test_retrieval_head_follows_the_model_api(small_screen, tmp_path):
     assert again.config == model.config and again.epochs_trained == 2
     with pytest.raises(InputError, match=f"trained on {rows['train'].shape[1]} features; got rows of 3"):
         again.predict(np.zeros((2, 3)))
+    with pytest.raises(InputError, match="loss classification"):
+        again.class_probabilities(z)  # an InfoNCE head has no classifier
+
+
+def test_temperature_scaling_recovers_the_temperature_of_the_labels():
+    rng = np.random.default_rng(0)
+    cosines = rng.uniform(-1, 1, size=(4000, 5))
+    log_prior = np.log(np.array([0.4, 0.3, 0.1, 0.1, 0.1]))
+    # embeddings equal to the class weights: probability e / (e + 4) on the diagonal at T = 1
+    p = class_probabilities(np.eye(5), 3 * np.eye(5), 1.0, np.zeros(5))
+    np.testing.assert_allclose(np.diag(p), np.e / (np.e + 4), rtol=1e-6)
+    logits = cosines / 0.2 + log_prior
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    labels = np.array([rng.choice(5, p=row) for row in probs])
+    assert 0.15 < fit_temperature(cosines, labels, log_prior) < 0.27
+
+
+def test_a_classification_head_ranks_classes_with_prior_and_fitted_temperature(small_screen, tmp_path):
+    config = RetrievalConfig(embedders=["head:pca:head:classification"], libraries=["mean"], queries=["cell"],
+                             leakage_gap=False, head={"max_epochs": 2, "max_batches_per_epoch": 5, "accelerator": "cpu"})
+    result = run_retrieval(small_screen, config, progress=False)
+    assert set(result.metrics["library"]) == {"mean", "class"}
+    counts = mask_counts(small_screen, perturbation_key="target_gene", control_label="non-targeting")
+    split = split_cells(small_screen.obs["target_gene"].astype(str).to_numpy(), seed=0)
+    head = make_embedder("head:pca:head:classification", config)
+    head.fit(counts.rows(split.train), split.codes[split.train], val=counts.rows(split.val),
+             val_labels=split.codes[split.val], seed=0)
+    model = head.model
+    frequencies = np.bincount(split.codes[split.train]) / split.train.size
+    np.testing.assert_allclose(np.exp(model.log_prior), frequencies, rtol=1e-5)
+    assert 0.005 <= model.class_temperature <= 2.0
+    z = head.transform(counts.rows(split.test))
+    p = head.class_scores(z)
+    assert p.shape == (split.test.size, frequencies.size) and np.allclose(p.sum(1), 1, atol=1e-5)
+    model.save(tmp_path / "head")
+    again = RetrievalHead.load(tmp_path / "head")
+    np.testing.assert_allclose(again.class_probabilities(z), p, atol=1e-6)
 
 
 def test_retrieval_head_seed_lives_in_the_config(small_screen):

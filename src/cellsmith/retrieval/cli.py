@@ -21,7 +21,7 @@ def run(
     data: Path = typer.Option(..., "--data", help="Screen as .h5ad with raw counts."),
     perturbation_key: Optional[str] = typer.Option(None, "--perturbation-key", help="obs column of perturbation labels (default target_gene)."),
     control_label: Optional[str] = typer.Option(None, "--control-label", help="Label of control cells (default non-targeting)."),
-    embedders: Optional[str] = typer.Option(None, "--embedders", help="Comma list: pca, logreg, scvi, foundation, head:BASE[:MODE[:LOSS]]."),
+    embedders: Optional[str] = typer.Option(None, "--embedders", help="Comma list: pca, logreg, scvi, foundation, head:BASE[:MODE[:LOSS]] (MODE head, finetune or lora)."),
     library: Optional[str] = typer.Option(None, "--library", help="Comma list of mean, bootstrap, raw_cell (class: rank by class probability, added for logreg)."),
     query: Optional[str] = typer.Option(None, "--query", help="Comma list of cell, pseudobulk:N."),
     mask: Optional[bool] = typer.Option(None, "--mask/--no-mask", help="Zero the targets' counts before normalising (default on; also runs off for the leakage gap)."),
@@ -69,4 +69,7 @@ def run(
         write_results(result, tmp)
     table = result.metrics.groupby(["embedder", "library", "query", "mask"], sort=False)[["exact_hit@1", "mrr", "ndcg@5"]].mean()
     out.print(table.round(4).to_string())
+    coverage = {fit["embedder"]: fit["vocabulary"] for fit in result.info["fits"] if fit.get("vocabulary")}
+    for name, text in coverage.items():
+        out.print(f"{name}: {text}")
     out.print(f"results written to {out_dir.resolve()} (metrics.csv, rankings.csv.gz, report.html)")

@@ -20,6 +20,10 @@ class FoundationConfig(CellsmithConfig):
     n_bins: int = Field(51, ge=3)
     min_coverage: float = Field(0.95, ge=0, le=1)
     batch_size: int = Field(64, ge=1)
+    max_length: int | None = Field(
+        None, ge=2, description="tokens per cell, <cls> included; cells with more expressed genes keep a seeded "
+        "random subset (None: the checkpoint's max_seq_len, 1200 for whole-human)"
+    )
 
 
 class RetrievalConfig(CellsmithConfig):

@@ -48,6 +48,16 @@ class Embedder(ABC):
     def transform(self, counts: ScreenCounts) -> np.ndarray:
         """Embeddings, rows x dimensions (float32)."""
 
+    @property
+    def ranks_classes(self) -> bool:
+        """Whether :meth:`class_scores` gives class probabilities (the ``class`` library ranks by them)."""
+        return self.class_probabilities
+
+    def class_scores(self, embeddings: np.ndarray) -> np.ndarray:
+        """Class probabilities (rows x candidates) of cells embedded as ``embeddings``; for a
+        class-probability embedder, the embeddings themselves."""
+        return embeddings
+
 
 class TorchBackbone(ABC):
     """An embedder whose embedding is a torch module applied to per-row features."""

@@ -24,7 +24,8 @@ def _foundation(name: str, config: RetrievalConfig) -> Embedder:
             raise InputError(f"foundation alias map {cfg.aliases} does not exist; pass a JSON file {{input gene: vocabulary gene}}.")
         aliases = json.loads(Path(cfg.aliases).read_text())
     return FoundationEmbedder(
-        name, model, aliases=aliases, n_bins=cfg.n_bins, min_coverage=cfg.min_coverage, batch_size=cfg.batch_size
+        name, model, aliases=aliases, n_bins=cfg.n_bins, min_coverage=cfg.min_coverage, batch_size=cfg.batch_size,
+        max_length=cfg.max_length,
     )
 
 
@@ -55,7 +56,7 @@ def make_embedder(spec: str, config: RetrievalConfig, *, work_dir: Path | None =
     """Build the (unfitted) embedder named by ``spec``.
 
     ``head:BASE[:MODE[:LOSS]]`` puts a learned head on BASE's backbone; MODE is ``head``
-    (backbone frozen) or ``finetune``, LOSS ``infonce`` or ``classification`` (defaults from
+    (backbone frozen), ``finetune`` or ``lora`` (foundation only), LOSS ``infonce`` or ``classification`` (defaults from
     ``config.head``).
     """
     parts = spec.strip().split(":")
@@ -70,7 +71,12 @@ def make_embedder(spec: str, config: RetrievalConfig, *, work_dir: Path | None =
     if overrides.get("mode", modes[0]) not in modes or overrides.get("loss", losses[0]) not in losses:
         raise InputError(f"embedder '{spec}': MODE is one of {modes}, LOSS one of {losses}.")
     base = _BASES[parts[1]](parts[1], config)
+    if overrides.get("mode") == "lora" and not isinstance(base, FoundationEmbedder):
+        raise InputError(f"embedder '{spec}': LoRA adapts a foundation transformer; use head:foundation:lora.")
     if not isinstance(base, TorchBackbone):
         raise InputError(f"embedder '{spec}': '{parts[1]}' has no torch backbone; put heads on pca or foundation.")
+    if isinstance(base, FoundationEmbedder):
+        # attention memory grows with batch x tokens^2: embed as many cells at once as the frozen embedder
+        overrides["batch_size"] = min(config.head.batch_size, config.foundation.batch_size)
     head_config = HeadConfig(**{**config.head.model_dump(), **overrides})
     return HeadEmbedder(spec, base, head_config, work_dir=work_dir)

@@ -33,7 +33,9 @@ from cellsmith.nn.saving import ModelFiles
 from cellsmith.retrieval.backbones import build_backbone, describe_backbone
 from cellsmith.retrieval.embedders import Embedder, TorchBackbone
 from cellsmith.retrieval.feature_rows import FeatureRows, SubsetRows, as_feature_rows, dense_rows, row_blocks
-from cellsmith.retrieval.heads import BalancedBatchSampler, HeadConfig, HeadTrainingPlan, RetrievalHeadModule
+from cellsmith.retrieval.heads import (
+    BalancedBatchSampler, HeadConfig, HeadTrainingPlan, RetrievalHeadModule, class_probabilities, fit_temperature,
+)
 
 Array = np.ndarray | torch.Tensor | FeatureRows
 
@@ -87,7 +89,8 @@ class RetrievalHead(CellsmithModel):
     backbone
         Maps feature rows to the head's input (e.g. the PCA layer of
         :meth:`PCAEmbedder.backbone`); none: the head works on the features directly. With
-        ``config.mode == "finetune"`` it is trained in place, otherwise frozen.
+        ``config.mode`` "finetune" or "lora" it is trained in place (see :class:`HeadConfig`),
+        otherwise frozen.
     """
 
     workflow = "retrieval-head"
@@ -98,6 +101,10 @@ class RetrievalHead(CellsmithModel):
         super().__init__(config)
         self.backbone = backbone
         self.n_features: int | None = None
+        #: Classification loss: log training frequencies and the calibrated temperature of
+        #: :meth:`class_probabilities` (set after training).
+        self.log_prior: np.ndarray | None = None
+        self.class_temperature: float | None = None
 
     @property
     def epochs_trained(self) -> int:
@@ -132,8 +139,14 @@ class RetrievalHead(CellsmithModel):
             raise InputError(f"validation rows have {x_val.shape[1]} features, training rows {x.shape[1]}.")
         seed_everything(cfg.seed)
         backbone = self.backbone if self.backbone is not None else nn.Identity()
-        backbone.requires_grad_(cfg.mode == "finetune")
-        backbone.train(cfg.mode == "finetune")  # a frozen backbone keeps dropout etc. off
+        adapt = getattr(backbone, "adapt", None)  # a foundation backbone: layers, LoRA
+        if adapt is not None:
+            adapt(cfg)
+        elif cfg.mode == "lora":
+            raise InputError(f"mode lora needs a foundation backbone (LoRA adapts its transformer); got {type(backbone).__name__}.")
+        else:
+            backbone.requires_grad_(cfg.mode == "finetune")
+        backbone.train(cfg.mode != "head")  # a frozen backbone keeps dropout etc. off
         with torch.no_grad():
             n_out = backbone(dense_rows(x.take(np.arange(min(2, x.shape[0]))))).shape[1]
         self.module = RetrievalHeadModule(backbone, n_out, int(y.max()) + 1, cfg)
@@ -157,7 +170,31 @@ class RetrievalHead(CellsmithModel):
         # swap in a distributed sampler, which a batch sampler cannot take.
         self.fit_plan(plan, train_loader, val_loader, out_dir=out_dir, monitor="val_hit1", mode="max",
                       use_distributed_sampler=False)
+        if cfg.loss == "classification":
+            counts = np.bincount(labels_np, minlength=self.module.n_classes)
+            self.log_prior = np.log(np.maximum(counts, 1) / counts.sum()).astype(np.float32)
+            cosines = self.predict(x_val) @ self._classifier().T
+            self.class_temperature = fit_temperature(cosines, y_val.numpy(), self.log_prior)
         return self
+
+    def _classifier(self) -> np.ndarray:
+        weights = self.module.classifier.detach().float().cpu().numpy()
+        return weights / np.maximum(np.linalg.norm(weights, axis=1, keepdims=True), 1e-12)
+
+    def class_probabilities(self, z: np.ndarray) -> np.ndarray:
+        """Class probabilities (rows x classes) of embeddings ``z`` (of :meth:`predict`): the
+        cosine classifier's logits at the temperature fitted on validation cells, plus the log
+        training frequencies (the balanced sampler trained the classifier without them).
+
+        Raises
+        ------
+        InputError
+            For a head trained with the InfoNCE loss (it has no classifier).
+        """
+        self.require_trained()
+        if self.class_temperature is None:
+            raise InputError("class probabilities come from a head trained with loss classification; this one used infonce.")
+        return class_probabilities(z, self._classifier(), self.class_temperature, self.log_prior)
 
     def predict(self, features: Array) -> np.ndarray:
         """Embeddings (rows x ``config.dim``, float32, L2-normalised), batched on :attr:`device`."""
@@ -180,6 +217,8 @@ class RetrievalHead(CellsmithModel):
             "n_features": self.n_features,
             "n_backbone_out": self.module.n_backbone_out,
             "n_classes": self.module.n_classes,
+            "log_prior": None if self.log_prior is None else self.log_prior.tolist(),
+            "class_temperature": self.class_temperature,
         }
 
     def restore(self, files: ModelFiles) -> None:
@@ -189,11 +228,14 @@ class RetrievalHead(CellsmithModel):
         )
         self.module.load_state_dict(files.weights)
         self.n_features = int(setup["n_features"])
+        prior = setup.get("log_prior")  # absent in heads saved before class ranking
+        self.log_prior = None if prior is None else np.asarray(prior, dtype=np.float32)
+        self.class_temperature = setup.get("class_temperature")
 
 
 class HeadEmbedder(Embedder):
     """A :class:`RetrievalHead` on the backbone of ``base`` (``mode`` "head": backbone frozen;
-    "finetune": backbone trained too, at ``backbone_learning_rate``). The split seed passed to
+    "finetune": backbone trained too, at ``backbone_learning_rate``; "lora": adapters in it). The split seed passed to
     :meth:`fit` becomes the head's ``config.seed``."""
 
     def __init__(self, name: str, base: Embedder, config: HeadConfig, *, work_dir: Path | None = None):
@@ -212,6 +254,19 @@ class HeadEmbedder(Embedder):
     @property
     def best_val_hit1(self) -> float:
         return float("nan") if self.model is None else self.model.best_val_hit1
+
+    @property
+    def ranks_classes(self) -> bool:
+        """Heads trained with the classification loss rank candidates by class probability."""
+        return self.config.loss == "classification"
+
+    def class_scores(self, embeddings: np.ndarray) -> np.ndarray:
+        return self.model.class_probabilities(embeddings)
+
+    @property
+    def vocabulary(self) -> str:
+        """The base embedder's vocabulary coverage (foundation bases; empty otherwise)."""
+        return getattr(self.base, "vocabulary", "")
 
     def fit(self, train, labels, *, val, val_labels, seed):
         self.base.fit(train, labels, val=val, val_labels=val_labels, seed=seed)

@@ -28,15 +28,18 @@ from torch.utils.data import Sampler
 from cellsmith.nn import LossOutput, TrainingConfig, TrainingPlan, mlp
 from cellsmith.retrieval.feature_rows import FeatureRows, dense_rows, row_blocks
 
-HeadMode = Literal["head", "finetune"]
+HeadMode = Literal["head", "finetune", "lora"]
 HeadLossName = Literal["infonce", "classification"]
 
 
 class HeadConfig(TrainingConfig):
     """Training of a learned head (``head:BASE[:MODE[:LOSS]]`` overrides mode and loss).
 
+    ``mode``: ``head`` trains the head on a frozen backbone, ``finetune`` the backbone too (on a
+    foundation backbone only its last ``trainable_layers`` transformer layers when set),
+    ``lora`` LoRA adapters of rank ``lora_rank`` in a foundation backbone.
     ``learning_rate`` is the head's (and the cosine classifier's) learning rate,
-    ``backbone_learning_rate`` the backbone's when it is fine-tuned. The keys of cellsmith 0.1,
+    ``backbone_learning_rate`` the backbone's (or its adapters') when it trains. The keys of cellsmith 0.1,
     ``lr_head`` and ``lr_backbone``, still load with a deprecation warning.
     """
 
@@ -48,6 +51,11 @@ class HeadConfig(TrainingConfig):
 
     mode: HeadMode = "head"
     loss: HeadLossName = "infonce"
+    trainable_layers: int | None = Field(
+        None, ge=1, description="finetune on a foundation backbone: train only its last N transformer layers "
+        "(None: all of it)."
+    )
+    lora_rank: Literal[8, 16, 32] = Field(8, description="lora: rank of the adapters (alpha = 2 x rank).")
     hidden: list[int] = [256]
     dim: int = 64
     temperature: float = Field(0.1, gt=0)
@@ -120,6 +128,36 @@ def supervised_info_nce(z: torch.Tensor, labels: torch.Tensor, temperature: floa
     has_pos = n_pos > 0
     per_anchor = -(log_prob.masked_fill(~positive, 0.0).sum(1)[has_pos] / n_pos[has_pos])
     return per_anchor.mean(), int(positive.sum())
+
+
+def fit_temperature(cosines: np.ndarray, labels: np.ndarray, log_prior: np.ndarray) -> float:
+    """Temperature scaling (Guo et al. 2017) of prior-adjusted cosine logits.
+
+    The temperature ``T`` of ``softmax(cosines / T + log_prior)`` with the least negative
+    log-likelihood of ``labels`` (validation cells), on a log grid from 0.005 to 2.
+    ``log_prior`` holds the log training frequencies: the balanced sampler trains the
+    classifier for equally frequent classes, adding them back (logit adjustment, Menon et al.
+    2021) gives probabilities for cells as frequent as in the screen, as logistic regression's.
+    """
+    grid = np.geomspace(0.005, 2.0, 61)
+    rows = np.arange(len(labels))
+    losses = []
+    for t in grid:
+        logits = cosines / t + log_prior  # (cells, classes)
+        peak = logits.max(1, keepdims=True)
+        log_norm = np.log(np.exp(logits - peak).sum(1)) + peak[:, 0]
+        losses.append(float(np.mean(log_norm - logits[rows, labels])))
+    return float(grid[int(np.argmin(losses))])
+
+
+def class_probabilities(z: np.ndarray, classifier: np.ndarray, temperature: float, log_prior: np.ndarray) -> np.ndarray:
+    """``softmax(cos(z, classifier rows) / temperature + log_prior)``, rows x classes (float32);
+    ``z`` L2-normalised embeddings."""
+    weights = classifier / np.maximum(np.linalg.norm(classifier, axis=1, keepdims=True), 1e-12)
+    logits = z @ weights.T / temperature + log_prior
+    logits -= logits.max(1, keepdims=True)
+    p = np.exp(logits)
+    return (p / p.sum(1, keepdims=True)).astype(np.float32)
 
 
 class RetrievalHeadModule(nn.Module):

@@ -126,9 +126,9 @@ def _ranking_rows(scores: np.ndarray, truth: np.ndarray, ids: np.ndarray, candid
 
 
 def _library_kinds(embedder: Embedder, config: RetrievalConfig) -> list[str]:
-    """The configured libraries, plus ``class`` for class-probability embedders (logreg)."""
-    kinds = [k for k in config.libraries if k != "class" or embedder.class_probabilities]
-    if embedder.class_probabilities and config.classifier_ranking and "class" not in kinds:
+    """The configured libraries, plus ``class`` for embedders that rank classes (logreg, classification heads)."""
+    kinds = [k for k in config.libraries if k != "class" or embedder.ranks_classes]
+    if embedder.ranks_classes and config.classifier_ranking and "class" not in kinds:
         kinds.append("class")
     return kinds
 
@@ -146,9 +146,13 @@ def _evaluate(
     key: dict,
 ) -> tuple[list[dict], list[pd.DataFrame]]:
     """Metric rows and per-query rankings of one fitted embedder, every library and query."""
+    class_emb = embedder.class_scores(test_emb) if embedder.ranks_classes else None
+    # the class library is one one-hot entry per candidate: it needs the candidates, not embeddings
+    no_embedding = np.broadcast_to(np.zeros((1, len(candidates)), np.float32), (len(train_codes), len(candidates)))
     libraries = {
-        kind: build_library(kind, library_emb, train_codes, n_candidates=len(candidates),
-                            similarity=embedder.similarity, seed=key["seed"], n_bootstrap=config.n_bootstrap,
+        kind: build_library(kind, no_embedding if kind == "class" else library_emb, train_codes, n_candidates=len(candidates),
+                            similarity="dot" if kind == "class" else embedder.similarity, seed=key["seed"],
+                            n_bootstrap=config.n_bootstrap,
                             bootstrap_fraction=config.bootstrap_fraction, k=config.raw_cell_k)
         for kind in _library_kinds(embedder, config)
     }
@@ -156,7 +160,7 @@ def _evaluate(
     for query_name, query in queries.items():
         query_emb = np.asarray(query.members @ test_emb, dtype=np.float32)
         for kind, library in libraries.items():
-            scores = score(library, query_emb)
+            scores = score(library, np.asarray(query.members @ class_emb, dtype=np.float32) if kind == "class" else query_emb)
             row_key = {k: {**key, "library": kind, "query": query_name}[k] for k in KEYS}
             rows.append({**row_key, **retrieval_metrics(scores, query.truth, gene_sets=gene_sets)})
             rankings.append(_ranking_rows(scores, query.truth, query.ids, candidates).assign(**row_key))
@@ -224,7 +228,8 @@ def run_retrieval(
                     library_emb = embedder.transform(train)
                     fit_s = time.perf_counter() - started
                     info["fits"].append({"embedder": spec, "mask": mask_name, "seed": seed, "fit_seconds": round(fit_s, 2),
-                                         **{k: getattr(embedder, k) for k in ("epochs_trained", "best_val_hit1") if hasattr(embedder, k)}})
+                                         **{k: getattr(embedder, k) for k in ("epochs_trained", "best_val_hit1", "vocabulary")
+                                            if getattr(embedder, k, "") != ""}})
                     rows_, rankings_ = _evaluate(embedder, library_emb, y_train, embedder.transform(test), queries,
                                                  config=config, candidates=candidates, gene_sets=gene_sets if combos else None,
                                                  key={"embedder": spec, "mask": mask_name, "seed": seed})

@@ -57,3 +57,27 @@ def head_vs_baseline(metrics: pd.DataFrame, *, baseline: str = "logreg") -> pd.D
                     "passes": bool(min(ratio.values()) >= 1 - HEAD_TOLERANCE),
                 })
     return pd.DataFrame(rows)
+
+
+def best_vs_baseline(metrics: pd.DataFrame, *, baseline: str = "logreg") -> pd.DataFrame:
+    """Each embedder's best library against the baseline's best, per query type, mask on.
+
+    "Best" is the library of the highest MRR averaged over seeds (the baseline's ``class``
+    ranking included); ``mrr_ratio`` is the embedder's over the baseline's, ``reaches`` whether
+    it is at least 1.
+    """
+    on = metrics[metrics["mask"] == "on"]
+    stats = on.groupby(["query", "embedder", "library"], sort=False)["mrr"].agg(["mean", "std"]).reset_index()
+    best = stats.loc[stats.groupby(["query", "embedder"], sort=False)["mean"].idxmax()]
+    base = best[best["embedder"] == baseline].set_index("query")
+    rows = []
+    for _, row in best[best["embedder"] != baseline].iterrows():
+        if row["query"] not in base.index:
+            continue
+        ref = base.loc[row["query"]]
+        rows.append({
+            "query": row["query"], "embedder": row["embedder"], "library": row["library"], "mrr": row["mean"],
+            "mrr_sd": row["std"], "baseline": f"{baseline} ({ref['library']})", "baseline_mrr": ref["mean"],
+            "baseline_mrr_sd": ref["std"], "mrr_ratio": row["mean"] / ref["mean"], "reaches": bool(row["mean"] >= ref["mean"]),
+        })
+    return pd.DataFrame(rows)
