@@ -133,9 +133,10 @@ def main() -> None:
         print(f"\n## {name} ({bulk.n_obs} samples, {len(genes):,} shared genes, {seconds:.0f} s, "
               f"load {os.getloadavg()[0]:.1f})")
         if len(seeds) > 1:
-            ccc = pd.DataFrame(
-                {f"seed {seed}": method_table(p, truth, type_map, absent_truth)["ccc"] for seed, p in zip(seeds, per_seed)}
-            )
+            ccc = pd.DataFrame({
+                f"seed {seed}": method_table(pred, truth, type_map, absent_truth)["ccc"]
+                for seed, pred in zip(seeds, per_seed)
+            })
             ccc["mean of seeds"], ccc["ensemble"] = ccc.mean(axis=1), table["ccc"]
             print("pooled CCC per seed and of the ensemble (mean proportions):")
             print(ccc.round(3).to_string())
