@@ -9,8 +9,11 @@ fraction, the types' proportions are fractions of all cells (types x (1 - unknow
 what the truth measures in whole blood and tissue. ``r_unknown`` is Pearson r between the
 unknown fraction and the measured cells the reference lacks (neutrophils, cancer + other).
 
-    .venv/bin/python benchmarks/deconvolution_real.py [--sets hoek2015,GSE127813] [--seed 0]
-        [--config CFG.yaml] [--n-train-samples 3000 --max-epochs 30] [--json out.json]
+    .venv/bin/python benchmarks/deconvolution_real.py [--sets hoek2015,GSE127813] [--seeds 0[,1,2]]
+        [--config CFG.yaml] [--n-train-samples 3000 --max-epochs 30] [--genes shared|all] [--json out.json]
+
+With several ``--seeds`` the tables are of the mean proportions over the seeds' models (a seed
+ensemble), after each seed's pooled CCC.
 """
 
 from __future__ import annotations
@@ -76,35 +79,68 @@ def predictions(model: Deconvolver, bulk: ad.AnnData) -> dict[str, pd.DataFrame]
     }
 
 
+def seed_predictions(
+    reference: ad.AnnData, bulk: ad.AnnData, config: DeconvolutionConfig, seeds: list[int], genes: list[str] | None
+) -> list[dict[str, pd.DataFrame]]:
+    """:func:`predictions` of one model per seed (``config`` with that seed)."""
+    return [
+        predictions(
+            Deconvolver(config.model_copy(update={"seed": seed})).train(
+                reference, cell_type_key="cell_type", genes=genes
+            ),
+            bulk,
+        )
+        for seed in seeds
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sets", default=",".join(SETS))
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seeds", default="0", help="Comma-separated seeds; with several, each seed's pooled CCC and the table "
+        "of their mean proportions (a seed ensemble) are printed.",
+    )
     parser.add_argument("--config", type=Path, default=None)
     parser.add_argument("--n-train-samples", type=int, default=3000, help="Short training (default 3000).")
     parser.add_argument("--max-epochs", type=int, default=30)
+    parser.add_argument(
+        "--genes", choices=["shared", "all"], default="shared",
+        help="Train on the genes reference and bulk share (as `deconvolve run`), or on every reference gene.",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    seeds = [int(seed) for seed in args.seeds.split(",")]
     reference = ad.read_h5ad(DATA / "pbmc_sorted_zheng2017.h5ad")
     config = DeconvolutionConfig.from_yaml(
-        args.config, seed=args.seed, progress_bar=False, n_train_samples=args.n_train_samples,
-        max_epochs=args.max_epochs,
+        args.config, progress_bar=False, n_train_samples=args.n_train_samples, max_epochs=args.max_epochs
     )
-    result = {"config": {"seed": args.seed, "n_train_samples": args.n_train_samples, "max_epochs": args.max_epochs}}
+    result = {"config": {"genes": args.genes, "seeds": seeds, "n_train_samples": args.n_train_samples,
+                         "max_epochs": args.max_epochs}}
     for name in args.sets.split(","):
         filename, mapping, absent = SETS[name]
         bulk = read_bulk(DATA / filename)
-        truth = bulk.obsm["flow_fractions"]
+        truth, type_map = bulk.obsm["flow_fractions"], read_mapping(MAPS / mapping)
+        absent_truth = truth[absent].sum(axis=1, min_count=1)
         genes = reference.var_names.intersection(bulk.var_names)
         start = time.perf_counter()
-        model = Deconvolver(config).train(reference, cell_type_key="cell_type", genes=list(genes))
-        table = method_table(
-            predictions(model, bulk), truth, read_mapping(MAPS / mapping), truth[absent].sum(axis=1, min_count=1)
-        )
+        per_seed = seed_predictions(reference, bulk, config, seeds, list(genes) if args.genes == "shared" else None)
+        # Mean proportions over seeds (rows still sum to 1): one model's seed-to-seed spread averaged out.
+        mean = {method: sum(p[method] for p in per_seed) / len(per_seed) for method in per_seed[0]}
+        table = method_table(mean, truth, type_map, absent_truth)
         seconds = time.perf_counter() - start
         print(f"\n## {name} ({bulk.n_obs} samples, {len(genes):,} shared genes, {seconds:.0f} s, "
               f"load {os.getloadavg()[0]:.1f})")
+        if len(seeds) > 1:
+            ccc = pd.DataFrame({
+                f"seed {seed}": method_table(pred, truth, type_map, absent_truth)["ccc"]
+                for seed, pred in zip(seeds, per_seed)
+            })
+            ccc["mean of seeds"], ccc["ensemble"] = ccc.mean(axis=1), table["ccc"]
+            print("pooled CCC per seed and of the ensemble (mean proportions):")
+            print(ccc.round(3).to_string())
+            result[name + "_ccc_per_seed"] = ccc.round(4).to_dict(orient="index")
         print(table.round(3).to_string())
         result[name] = table.round(4).to_dict(orient="index")
     if args.json:
