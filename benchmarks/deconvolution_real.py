@@ -98,7 +98,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sets", default=",".join(SETS))
     parser.add_argument(
-        "--seeds", default="0", help="Comma-separated seeds; with several, each seed's pooled CCC and the table "
+        "--seeds", "--seed", default="0", help="Comma-separated seeds; with several, each seed's pooled CCC and the table "
         "of their mean proportions (a seed ensemble) are printed.",
     )
     parser.add_argument("--config", type=Path, default=None)
