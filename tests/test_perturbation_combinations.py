@@ -12,7 +12,10 @@ import pandas as pd
 import pytest
 
 from cellsmith.data import GeneSpace, simulate
+from cellsmith.errors import GeneSpaceError
 from cellsmith.perturbation import FinetuneConfig, PerturbationModel, Split, prepare_screen, split_screen
+from cellsmith.perturbation.config import PretrainConfig
+from cellsmith.perturbation.workflow import read_genespace, run_pretrain
 
 FAST = "max_epochs: 2\nsteps_per_epoch: 4\nbatch_size: 4\nset_size: 16\nhidden: 16\nprogress_bar: false\n"
 SEED = 4
@@ -82,21 +85,20 @@ def test_a_target_with_no_embedding_is_listed_and_learned(caplog):
 
 
 def test_issue_command_sequence_on_a_combination_screen(tmp_path):
-    screen, truth = combination_screen(1500)
+    screen, truth = combination_screen(1000)
     cells = simulate.singlecell(400, 150, cell_types=1, donors=2, seed=SEED)  # every gene measured
     screen.write_h5ad(tmp_path / "screen.h5ad")
     cells.write_h5ad(tmp_path / "cells.h5ad")
     (tmp_path / "fast.yaml").write_text(FAST)
-    (tmp_path / "pre.yaml").write_text("max_epochs: 2\nn_embed: 8\nhidden: [16]\nprogress_bar: false\n")
 
     hvg = run_cli("genes", "hvg", "--dataset", f"screen={tmp_path / 'screen.h5ad'}", "--dataset",
                   f"cells={tmp_path / 'cells.h5ad'}", "--n-top", "100", "--priority-genes-from", "screen:condition",
                   "--out", tmp_path / "hvg")
     assert hvg.returncode == 0, hvg.stderr
     assert "priority genes kept" in hvg.stdout and "/8" in hvg.stdout  # most targets are not measured
-    pre = run_cli("perturb", "pretrain", "--data", tmp_path / "cells.h5ad", "--genes", tmp_path / "hvg",
-                  "--config", tmp_path / "pre.yaml", "--out", tmp_path / "pre")
-    assert pre.returncode == 0, pre.stderr
+    # Pretraining is not part of the issue's sequence: through the API (one subprocess less).
+    run_pretrain({"cells": cells}, read_genespace(tmp_path / "hvg"), tmp_path / "pre",
+                 config=PretrainConfig(max_epochs=2, n_embed=8, hidden=[16], progress_bar=False))
     vocabulary = GeneSpace.read(tmp_path / "pre" / "vocabulary.json")
     assert set(truth["unmeasured_targets"]) <= set(vocabulary.names)
     assert json.loads((tmp_path / "pre" / "setup.json").read_text())["vocabulary_digest"] == vocabulary.digest
@@ -111,7 +113,7 @@ def test_issue_command_sequence_on_a_combination_screen(tmp_path):
 
     pred = run_cli("perturb", "predict", "--model", tmp_path / "model", "--controls",
                    tmp_path / "model" / "heldout_controls.h5ad", "--targets", ",".join(split.test_targets),
-                   "--cells-per-target", "30", "--out", tmp_path / "pred.h5ad")
+                   "--cells-per-target", "20", "--out", tmp_path / "pred.h5ad")
     assert pred.returncode == 0, pred.stderr
     assert set(split.test_targets) <= set(ad.read_h5ad(tmp_path / "pred.h5ad").obs["condition"].astype(str))
 
@@ -126,9 +128,6 @@ def test_issue_command_sequence_on_a_combination_screen(tmp_path):
     assert set(by_category["category"]) == set(split.categories.values())
     assert "log1p(CP10k)" in (tmp_path / "eval" / "report.html").read_text()
 
-    edited = tmp_path / "model" / "vocabulary.json"
-    edited.write_text(GeneSpace([*vocabulary.names[:-1]]).to_json())
-    refused = run_cli("perturb", "predict", "--model", tmp_path / "model", "--controls",
-                      tmp_path / "model" / "heldout_controls.h5ad", "--targets", split.test_targets[0],
-                      "--out", tmp_path / "refused.h5ad")
-    assert refused.returncode == 2 and vocabulary.digest in refused.stderr
+    (tmp_path / "model" / "vocabulary.json").write_text(GeneSpace([*vocabulary.names[:-1]]).to_json())
+    with pytest.raises(GeneSpaceError, match=vocabulary.digest):
+        PerturbationModel.load(tmp_path / "model")

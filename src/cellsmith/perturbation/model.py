@@ -33,7 +33,7 @@ from cellsmith.perturbation.vocabulary import VOCABULARY_FILE, read_vocabulary
 #: Info file of cellsmith 0.1 model folders (beside ``model.pt``).
 LEGACY_INFO = "model_info.json"
 #: Weights that folders written before target vocabularies and combinations lack.
-NEW_WEIGHTS = ("vocabulary_embedding", "learned_embedding", "pair_encoder.weight")
+NEW_WEIGHTS = ("vocabulary_embedding", "learned_embedding", "pair_effect.weight", "combination_scale")
 
 
 class PerturbationModel(CellsmithModel):

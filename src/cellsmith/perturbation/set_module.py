@@ -1,16 +1,22 @@
-"""The control-set response model: control cells + target embedding -> perturbed cells.
+"""The control-set response model: control cells + targets' embeddings -> perturbed cells.
 
 Pure torch (no AnnData). A set of control cells of one context is encoded cell by cell and
-pooled into a set code; a perturbation is a set of targets whose embeddings are pooled into a
-sum and a pairwise term (the sum of the products of every pair, zero for a single target, so
-that a double can differ from the sum of its singles); these and the set code give a
-perturbation code; every control cell is shifted by a per-cell, per-gene amount read out against the gene
-embeddings (so the shift of gene j depends on how gene j relates to the target in embedding
-space, which is what lets an unseen target be predicted), plus a learnt common shift and a
-learnt effect of each measured target on its own expression. Targets are rows of a target
-table: the genes of the space first (whose embeddings also read the shift out), then other
-genes of the pretraining vocabulary, then embeddings learned for targets that have none. Trained with the energy distance between
-predicted and real perturbed sets, plus an MSE on their means.
+pooled into a set code; each target's embedding and the set code give that target's
+perturbation code; every control cell is shifted by a per-cell, per-gene amount read out
+against the gene embeddings (so the shift of gene j depends on how gene j relates to the target
+in embedding space, which is what lets an unseen target be predicted), plus a learnt common
+shift and a learnt effect of each measured target on its own expression.
+
+A combination is composed additively with a learnt interaction: the shifts of its targets are
+summed, scaled by a learnt ``1 + combination_scale`` per extra target (doubles are on average
+buffered or synergistic), and a pairwise term (a linear effect of the sum of the products of
+every pair of target embeddings, zero for a single target) is added. A single target is
+computed exactly as before combinations existed.
+
+Targets are rows of a target table: the genes of the space first (whose embeddings also read
+the shift out), then other genes of the pretraining vocabulary, then embeddings learned for
+targets that have none. Trained with the energy distance between predicted and real perturbed
+sets, plus an MSE on their means.
 """
 
 from __future__ import annotations
@@ -72,8 +78,9 @@ class ControlSetResponse(nn.Module):
         self.learned_embedding = nn.Parameter(torch.randn(n_learned, n_embed))
         self.cell_encoder = mlp(n_genes, [hidden], hidden)
         self.pert_encoder = mlp(n_embed + hidden, [hidden], hidden)
-        self.pair_encoder = nn.Linear(n_embed, hidden, bias=False)  # pairwise term of combinations
-        nn.init.zeros_(self.pair_encoder.weight)
+        self.pair_effect = nn.Linear(n_embed, n_embed, bias=False)  # pairwise term of combinations
+        nn.init.zeros_(self.pair_effect.weight)
+        self.combination_scale = nn.Parameter(torch.zeros(()))
         self.cell_decoder = mlp(2 * hidden, [hidden], n_embed)
         self.direct = nn.Linear(n_embed, n_embed, bias=False)  # bilinear target-gene term
         nn.init.zeros_(self.direct.weight)
@@ -99,11 +106,18 @@ class ControlSetResponse(nn.Module):
         e_sum = e_k.sum(1)  # (B, E)
         e_pair = (e_sum.pow(2) - e_k.pow(2).sum(1)) / 2  # (B, E): sum over pairs of products
         z = self.cell_encoder(controls)  # (B, S, H)
-        code = self.pert_encoder(torch.cat([e_sum, z.mean(1)], -1)) + self.pair_encoder(e_pair)  # (B, H)
-        per_cell = self.cell_decoder(torch.cat([z, code[:, None].expand_as(z)], -1))  # (B, S, E)
+        n_targets, n_cells = e_k.shape[1], z.shape[1]
+        z_k = z[:, None].expand(-1, n_targets, -1, -1)  # (B, K, S, H)
+        code = self.pert_encoder(torch.cat([e_k, z.mean(1)[:, None].expand(-1, n_targets, -1)], -1))  # (B, K, H)
+        per_target = self.cell_decoder(torch.cat([z_k, code[:, :, None].expand(-1, -1, n_cells, -1)], -1))  # (B, K, S, E)
+        per_target = per_target + self.direct(e_k)[:, :, None]  # (B, K, S, E)
+        per_cell = (per_target * present[:, :, None, None]).sum(1)  # (B, S, E): sum of the targets' effects
+        count = present.sum(1, keepdim=True)  # (B, 1)
+        scale = 1.0 + self.combination_scale * (count - 1.0)  # (B, 1): 1 for a single target
+        per_cell = scale[..., None] * per_cell + self.pair_effect(e_pair)[:, None]  # (B, S, E)
         emb = table[:n_genes]  # (G, E)
         readout = self.gene_readout(emb) / math.sqrt(emb.shape[1])  # (G, E)
-        delta = (per_cell + self.direct(e_sum)[:, None]) @ readout.T + self.common_shift  # (B, S, G)
+        delta = per_cell @ readout.T + (scale * count)[..., None] * self.common_shift  # (B, S, G)
         measured = present * (targets < n_genes)  # (B, K): targets that are genes of the space
         own = torch.zeros_like(controls[:, 0]).scatter_add(1, targets.clamp(0, n_genes - 1), measured)  # (B, G)
         return torch.relu(controls + delta + own[:, None] * self.self_effect)
