@@ -33,20 +33,40 @@ import subprocess
 import time
 from pathlib import Path
 
+from dataclasses import dataclass
+
 import anndata as ad
 import numpy as np
 import pandas as pd
 
-from cellsmith.data import read
+from cellsmith.data import GeneSpace, read
 from cellsmith.data.rows import count_rows
-from cellsmith.perturbation import PerturbationModel, Split
+from cellsmith.perturbation import Split
 from cellsmith.perturbation.remap import GeneRemap
 from cellsmith.perturbation.workflow import HELDOUT_CONTROLS, HELDOUT_REAL, run_evaluate
 
 DATASET, CELL_TYPE = "screen", "all"
 
 
-def in_space(adata: ad.AnnData, model: PerturbationModel, rows: np.ndarray, context_key: str | None) -> ad.AnnData:
+@dataclass
+class Setup:
+    """How a cellsmith model folder read its screen (weights are not needed here)."""
+
+    genespace: GeneSpace
+    perturbation_key: str
+    control_label: str
+    counts_layer: str | None
+
+    @classmethod
+    def read(cls, model_dir: Path) -> Setup:
+        setup = json.loads((model_dir / "setup.json").read_text())
+        return cls(
+            GeneSpace.read(model_dir / "genespace.json"), setup["perturbation_key"], setup["control_label"],
+            setup["counts_layer"],
+        )
+
+
+def in_space(adata: ad.AnnData, model: Setup, rows: np.ndarray, context_key: str | None) -> ad.AnnData:
     """Rows of a raw-count AnnData as log1p(CP10k) in the model's gene space, in STATE's obs layout."""
     remap = GeneRemap(model.genespace, list(adata.var_names), name="state input")
     x = remap.transform(count_rows(adata, layer=model.counts_layer), rows=rows)
@@ -63,7 +83,7 @@ def in_space(adata: ad.AnnData, model: PerturbationModel, rows: np.ndarray, cont
 
 def write_inputs(screen: ad.AnnData, model_dir: Path, out: Path, context_key: str | None) -> tuple[Path, Split]:
     """STATE's training file and TOML: training + validation cells, and the held-out perturbations' cells."""
-    model, split = PerturbationModel.load(model_dir), Split.read(model_dir / "split.json")
+    model, split = Setup.read(model_dir), Split.read(model_dir / "split.json")
     labels = screen.obs[model.perturbation_key].astype(str).to_numpy()
     keep = np.isin(screen.obs_names, split.train_cells + split.val_cells) | np.isin(labels, split.test_targets)
     (out / "data").mkdir(parents=True, exist_ok=True)
@@ -79,7 +99,7 @@ def write_inputs(screen: ad.AnnData, model_dir: Path, out: Path, context_key: st
 
 def infer_input(model_dir: Path, split: Split, out: Path, cells_per_target: int, seed: int, context_key: str | None) -> Path:
     """The held-out controls, plus ``cells_per_target`` seeded copies of them per held-out perturbation."""
-    model = PerturbationModel.load(model_dir)
+    model = Setup.read(model_dir)
     controls = read(model_dir / HELDOUT_CONTROLS)
     base = in_space(controls, model, np.ones(controls.n_obs, dtype=bool), context_key)
     rng = np.random.default_rng(seed)
@@ -108,7 +128,7 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     args.out.mkdir(parents=True, exist_ok=True)
     toml, split = write_inputs(read(args.screen), args.model, args.out, args.context_key)
-    model = PerturbationModel.load(args.model)
+    model = Setup.read(args.model)
     train = [
         args.state, "tx", "train", f"data.kwargs.toml_config_path={toml}", "data.kwargs.embed_key=null",
         "data.kwargs.output_space=gene", "data.kwargs.pert_col=gene", "data.kwargs.cell_type_key=cell_type",
