@@ -8,7 +8,7 @@ From a cellsmith model folder (its ``split.json``, ``heldout_controls.h5ad`` and
    cell-eval), with obs ``gene`` (perturbation), ``cell_type`` and ``gem_group`` (the context);
    a cell-load TOML holds the held-out perturbations out (``fewshot`` test), so STATE trains on
    exactly cellsmith's training perturbations;
-2. ``state tx train`` (model ``state_sm``, CPU) in its own venv
+2. ``state tx train`` (model ``state_sm`` at ``--width``, CPU) in its own venv
    (``bash benchmarks/make_peer_venv.sh state``), timed;
 3. ``state tx infer`` predicts the held-out perturbations from the held-out control cells
    (``--cells-per-target`` copies each, seeded, as cellsmith's prediction);
@@ -122,6 +122,11 @@ def main() -> None:
     parser.add_argument("--context-key", default=None)
     parser.add_argument("--state", default="/tmp/venv-state/bin/state")
     parser.add_argument("--max-steps", type=int, default=2000)
+    parser.add_argument(
+        "--width", type=int, default=128,
+        help="STATE's hidden_dim (state_sm: 672, which took about 10 s a step on 2 loaded CPU cores); the "
+        "backbone keeps state_sm's shape (4 llama layers, 8 heads, 4x MLP) at this width.",
+    )
     parser.add_argument("--cells-per-target", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -134,6 +139,8 @@ def main() -> None:
         "data.kwargs.output_space=gene", "data.kwargs.pert_col=gene", "data.kwargs.cell_type_key=cell_type",
         "data.kwargs.batch_col=gem_group", f"data.kwargs.control_pert={model.control_label}",
         "data.kwargs.num_workers=0", "data.kwargs.pin_memory=false", "model=state_sm", "model.device=cpu",
+        f"model.kwargs.hidden_dim={args.width}", f"model.kwargs.transformer_backbone_kwargs.intermediate_size={4 * args.width}",
+        f"model.kwargs.transformer_backbone_kwargs.head_dim={args.width // 8}",
         "model.kwargs.cell_set_len=32", f"training.max_steps={args.max_steps}", "training.batch_size=8",
         f"training.val_freq={args.max_steps}", f"training.ckpt_every_n_steps={args.max_steps}",
         "training.wandb_track=false", "use_wandb=false", f"training.train_seed={args.seed}",
@@ -174,7 +181,10 @@ def main() -> None:
     }}
     evaluation = run_evaluate(pred, read(args.model / HELDOUT_REAL), args.out / "eval", baselines_from=args.model)
     summary = evaluation.summary.rename(index={"model": "STATE (state_sm)"})
-    timing = {"state tx train (s)": train_seconds, "state tx infer (s)": infer_seconds, "max_steps": args.max_steps}
+    timing = {
+        "state tx train (s)": train_seconds, "state tx infer (s)": infer_seconds, "max_steps": args.max_steps,
+        "hidden_dim": args.width,
+    }
     (args.out / "timing.json").write_text(json.dumps(timing))
     print(summary.to_string(float_format=lambda v: f"{v:.4f}"))
     if not evaluation.by_category.empty:
