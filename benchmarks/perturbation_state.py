@@ -180,7 +180,8 @@ def main() -> None:
         "control_label": model.control_label, "counts_layer": model.counts_layer, "pretrained": False,
     }}
     evaluation = run_evaluate(pred, read(args.model / HELDOUT_REAL), args.out / "eval", baselines_from=args.model)
-    summary = evaluation.summary.rename(index={"model": "STATE (state_sm)"})
+    name = f"STATE (state_sm shape, hidden {args.width}, {args.max_steps} steps)"
+    summary = evaluation.summary.rename(index={"model": name})
     timing = {
         "state tx train (s)": train_seconds, "state tx infer (s)": infer_seconds, "max_steps": args.max_steps,
         "hidden_dim": args.width,
@@ -188,7 +189,7 @@ def main() -> None:
     (args.out / "timing.json").write_text(json.dumps(timing))
     print(summary.to_string(float_format=lambda v: f"{v:.4f}"))
     if not evaluation.by_category.empty:
-        print(evaluation.by_category.rename(index={"model": "STATE (state_sm)"}).to_string(float_format=lambda v: f"{v:.4f}"))
+        print(evaluation.by_category.rename(index={"model": name}).to_string(float_format=lambda v: f"{v:.4f}"))
     print(json.dumps(timing))
 
 
