@@ -45,13 +45,17 @@ def test_unknown_keys(screen, space, tmp_path):
     assert not (tmp_path / "m").exists()
 
 
-def test_target_absent_from_the_gene_space(screen, space, tmp_path):
+def test_target_absent_from_the_gene_space(screen, space, tmp_path, caplog):
     targets = sorted(set(screen.obs["target_gene"].astype(str)) - {"non-targeting"})
     smaller = GeneSpace([g for g in space.names if g != targets[0]])
-    with pytest.raises(InputError, match=f"{targets[0]}: target gene not in the gene space"):
+    with pytest.raises(InputError, match=f"no gene embedding .*: {targets[0]}"):
         prepare_screen(screen, smaller, missing_targets="error")
-    kept = prepare_screen(screen, smaller)  # default: drop it, say so
-    assert targets[0] in kept.dropped_targets and targets[0] not in kept.targets
+    dropped = prepare_screen(screen, smaller, missing_targets="drop")
+    assert targets[0] in dropped.dropped_targets and targets[0] not in dropped.targets
+    with caplog.at_level(logging.WARNING, logger="cellsmith"):
+        kept = prepare_screen(screen, smaller)  # default: kept, listed, its embedding learned
+    assert targets[0] in kept.targets and kept.unembedded == [targets[0]]
+    assert any("no embedding" in r.message and targets[0] in r.message for r in caplog.records)
     with pytest.warns(CellsmithDeprecationWarning):
         model = PerturbationModel.create(space, FinetuneConfig(**FAST))
     with pytest.raises(GeneSpaceError, match="NOTAGENE"):
@@ -106,6 +110,12 @@ def test_baselines_on_a_hand_made_screen():
     assert np.abs(shrunk.shift("linear", "A") - fit.mean_shift).sum() < np.abs(fit.shift("linear", "A") - fit.mean_shift).sum()
     with pytest.raises(InputError, match="unknown baseline"):
         fit.shift("mean", "A")
+    # Combinations: additive sums the singles' shifts, linear sums the targets' terms; a target
+    # with no single adds the mean single shift (additive) or nothing (linear, outside the space).
+    np.testing.assert_allclose(fit.shift("additive", "A+B"), [0.0, 2.0, 0.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(fit.shift("additive", "A+OUT"), [0.5, 1.5, 0, 0.25], atol=1e-6)
+    np.testing.assert_allclose(fit.shift("linear", "A_B"), [0.0, 1.0, 0, 0.0], atol=1e-5)
+    np.testing.assert_allclose(fit.shift("linear", "OUT"), fit.mean_shift, atol=1e-6)
 
 
 def test_energy_distance_is_zero_for_equal_sets_and_grows_with_a_shift():

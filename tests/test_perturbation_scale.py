@@ -62,7 +62,7 @@ def test_finetune_predict_baselines_and_real_cells_never_densify_the_screen(data
         model.screen.x, np.where(train, model.screen.labels, None), control_label="non-targeting", genespace=space
     )
     predictions = baseline_predictions(pred, baselines, perturbation_key="target_gene", control_label="non-targeting")
-    assert set(predictions) == {"no_change", "perturbation_mean", "linear"}
+    assert set(predictions) == {"no_change", "perturbation_mean", "linear", "additive"}
     real = real_in_prediction_space(screen, pred, perturbation_key="target_gene", control_label="non-targeting")
     assert sp.issparse(real.X) and real.n_obs > MAX_DENSE_ROWS
 

@@ -13,7 +13,7 @@ from cellsmith.data.audit import (
 from cellsmith.data.genespace import GeneSpace
 from cellsmith.data.hvg import HVGSelection, cross_dataset_hvg
 from cellsmith.data.io import read, read_bulk
-from cellsmith.data.labels import is_control, parse_perturbation, perturbed_genes
+from cellsmith.data.labels import is_control, parse_perturbation, perturbation_sets, perturbed_genes
 
 __all__ = [
     "AuditReport",
@@ -26,6 +26,7 @@ __all__ = [
     "is_control",
     "normalize",
     "parse_perturbation",
+    "perturbation_sets",
     "perturbed_genes",
     "read",
     "read_bulk",

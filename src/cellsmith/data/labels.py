@@ -43,3 +43,14 @@ def perturbed_genes(labels, control_label: str | None = None) -> list[str]:
     for label in set(map(str, labels)):
         genes |= parse_perturbation(label, control_label)
     return sorted(genes)
+
+
+def perturbation_sets(labels, control_label: str | None = None) -> dict[str, tuple[str, ...]]:
+    """``{label: sorted targets}`` of every distinct label (controls map to ``()``).
+
+    Examples
+    --------
+    >>> perturbation_sets(["A+B", "B", "non-targeting"])
+    {'A+B': ('A', 'B'), 'B': ('B',), 'non-targeting': ()}
+    """
+    return {label: tuple(sorted(parse_perturbation(label, control_label))) for label in sorted(set(map(str, labels)))}

@@ -12,7 +12,14 @@ The single-cell model has the structure real data have and that cellsmith's mode
 - cell types (marker genes and program shifts), donors (multiplicative per-gene effects) and
   timepoints (a graded program, 0 at the first timepoint, 1 at the last);
 - perturbations: the target gene is knocked down and the program it belongs to is shifted, so
-  the downstream response of a target follows its co-expression partners.
+  the downstream response of a target follows its co-expression partners;
+- double perturbations ``A+B``: both targets knocked down, their effects added, plus an
+  interaction term ``c_AB x (effect_A + effect_B)`` on the other genes with ``c_AB`` drawn per
+  pair (on average negative: buffering, as most doubles of Norman et al. 2019 are sub-additive;
+  the spread around that mean is what no model can know for an unseen pair);
+- targets outside the measured genes: a share of the targets is flagged ``var["measured"] =
+  False`` (their genes are simulated and shape co-expression, as in pretraining data that
+  measure every gene, but a screen with ``adata[:, adata.var["measured"]]`` does not measure them).
 
 All true effects are stored in ``adata.uns["simulation"]``.
 """
@@ -64,6 +71,9 @@ def singlecell(
     always_zero_fraction: float = 0.05,
     median_library_size: float = 3000.0,
     knockdown: float = 0.1,
+    combinations: int = 0,
+    interaction: float = 0.3,
+    unmeasured_targets: float = 0.0,
     seed: int = 0,
 ) -> ad.AnnData:
     """Simulate single cells of integer counts with known effects.
@@ -89,6 +99,14 @@ def singlecell(
         Median total counts per cell.
     knockdown
         Remaining expression of a target gene in its perturbed cells.
+    combinations
+        Number of double perturbations ``A+B``, pairs of distinct targets drawn at random; their
+        cells are drawn like those of a single target.
+    interaction
+        Per pair, ``c_AB ~ Normal(-interaction, interaction / 2)``: the double's effect on the
+        genes other than its targets is ``(1 + c_AB) x (effect_A + effect_B)``.
+    unmeasured_targets
+        Share of the targets (at least one when > 0) flagged ``False`` in ``var["measured"]``.
     seed
         Random seed: the same seed gives the same data.
 
@@ -96,7 +114,9 @@ def singlecell(
     -------
     AnnData
         ``X``: CSR float32 integer counts; obs ``cell_type``, ``donor_id`` and, when requested,
-        ``timepoint`` and ``target_gene``; ``uns["simulation"]`` the true effects.
+        ``timepoint`` and ``target_gene`` (``A+B`` for doubles); ``var["measured"]`` when
+        ``unmeasured_targets`` > 0; ``uns["simulation"]`` the true effects
+        (``perturbation_lfc`` one row per label of ``perturbations``, then one per double).
     """
     if n_cells < 1 or n_genes < 10:
         raise InputError(f"simulate at least 1 cell and 10 genes, got {n_cells} x {n_genes}.")
@@ -147,6 +167,10 @@ def singlecell(
             perturbation_lfc[p] = -rng.uniform(0.8, 1.6) * program_matrix[program_of[g]]
         perturbation_lfc[p, g] = np.log(knockdown)
 
+    labels_of_effects, perturbation_lfc, coefficients = _combinations(
+        rng, targets, target_index, perturbation_lfc, combinations, interaction
+    )
+
     # Cells.
     cell_type = rng.integers(0, len(types), n_cells)
     donor = rng.integers(0, len(donor_names), n_cells)
@@ -166,10 +190,10 @@ def singlecell(
         obs["timepoint"] = pd.Categorical([times[i] for i in time], categories=times)
     if targets:
         is_control = rng.random(n_cells) < control_fraction
-        which = rng.integers(0, len(targets), n_cells)
+        which = rng.integers(0, len(labels_of_effects), n_cells)
         log_mean += np.where(is_control[:, None], 0.0, perturbation_lfc[which])
-        labels = np.where(is_control, CONTROL_LABEL, np.array(targets, dtype=object)[which])
-        obs["target_gene"] = pd.Categorical(labels, categories=[CONTROL_LABEL, *targets])
+        labels = np.where(is_control, CONTROL_LABEL, np.array(labels_of_effects, dtype=object)[which])
+        obs["target_gene"] = pd.Categorical(labels, categories=[CONTROL_LABEL, *labels_of_effects])
 
     proportions = np.exp(log_mean)
     proportions[:, always_zero] = 0.0
@@ -177,6 +201,11 @@ def singlecell(
     library = median_library_size * np.exp(rng.normal(0.0, 0.6, n_cells))
     counts = _negative_binomial(rng, proportions * library[:, None], theta).astype(np.float32)
     adata = ad.AnnData(X=sp.csr_matrix(counts), obs=obs, var=pd.DataFrame(index=genes))
+    unmeasured: list[str] = []
+    if unmeasured_targets > 0 and targets:
+        n_unmeasured = max(1, int(round(unmeasured_targets * len(targets))))
+        unmeasured = sorted(rng.choice(targets, min(n_unmeasured, len(targets)), replace=False).tolist())
+        adata.var["measured"] = ~adata.var_names.isin(unmeasured)
     adata.uns["simulation"] = {
         "seed": seed,
         "log_base": log_base,
@@ -191,9 +220,40 @@ def singlecell(
         "timepoint_direction": time_direction,
         "targets": targets,
         "perturbation_lfc": perturbation_lfc,
+        "perturbation_labels": labels_of_effects,
+        "interaction_coefficients": coefficients,
+        "unmeasured_targets": unmeasured,
         "control_label": CONTROL_LABEL,
     }
     return adata
+
+
+def _combinations(
+    rng: np.random.Generator,
+    targets: list[str],
+    target_index: np.ndarray,
+    single_lfc: np.ndarray,
+    n_combinations: int,
+    interaction: float,
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Labels and log-fold effects of the singles followed by ``n_combinations`` doubles, and
+    the interaction coefficient of each double."""
+    pairs = [(a, b) for a in range(len(targets)) for b in range(a + 1, len(targets))]
+    if n_combinations > len(pairs):
+        raise InputError(f"{n_combinations} double perturbations asked for, but {len(targets)} targets give {len(pairs)} pairs.")
+    if n_combinations == 0:
+        return list(targets), single_lfc, np.zeros(0)
+    chosen = [pairs[i] for i in np.sort(rng.choice(len(pairs), n_combinations, replace=False))]
+    coefficients = rng.normal(-interaction, interaction / 2, n_combinations)
+    doubles = np.empty((n_combinations, single_lfc.shape[1]))
+    for k, (a, b) in enumerate(chosen):
+        additive = single_lfc[a] + single_lfc[b]
+        doubles[k] = (1.0 + coefficients[k]) * additive
+        # The targets themselves are knocked down: no interaction on their own expression.
+        both = target_index[[a, b]]
+        doubles[k, both] = additive[both]
+    labels = [*targets, *(f"{targets[a]}+{targets[b]}" for a, b in chosen)]
+    return labels, np.vstack([single_lfc, doubles]), coefficients
 
 
 def bulk(

@@ -6,6 +6,12 @@ aggregate; ``normalized_score``: cell-eval's baseline-normalised score of one mo
 baseline (per metric ``1 - user/base`` for errors, ``(user - base) / (1 - base)`` for scores,
 clipped at 0, then averaged into ``avg_score``).
 
+Two scores that rescaling a prediction cannot game: ``top_de_pearson`` (Pearson r of predicted
+vs real mean shift on the top DE genes of a perturbation: invariant to any positive scaling of
+the shift, so neither shrinking nor inflating it helps) and ``energy_ratio`` (energy distance
+of predicted to real cells relative to that between two halves of the real cells: 1 is as
+close as a second sample of the truth).
+
 Inputs are cell-eval's format: obs ``target_gene`` (controls labelled ``non-targeting``), the
 same genes in the same order in prediction and truth, log1p(CP10k) values.
 """
@@ -20,6 +26,7 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pandas as pd
+from scipy.spatial.distance import cdist
 
 from cellsmith.errors import InputError
 from cellsmith.metrics import correlation
@@ -145,3 +152,46 @@ def normalized_score(user: pd.DataFrame, base: pd.DataFrame) -> pd.Series:
 def mean_shift_pearson(pred_shift: np.ndarray, real_shift: np.ndarray) -> float:
     """Pearson correlation of predicted and real mean shifts (perturbation - control)."""
     return correlation.pearson(pred_shift, real_shift)
+
+
+#: Genes per perturbation of the scale-free scores.
+TOP_DE = 50
+
+
+def top_de_genes(real_de: pd.DataFrame | None, real_shift: pd.Series, n: int = TOP_DE) -> list[str]:
+    """The ``n`` most differentially expressed genes of one perturbation: smallest p-value, then
+    largest |log2 fold change| in cell-eval's real DE table (rows of the perturbation, columns
+    ``feature``, ``p_value``, ``log2_fold_change``); by |mean shift| without a table."""
+    if real_de is None or real_de.empty:
+        return real_shift.abs().sort_values(ascending=False).index[:n].tolist()
+    ranked = real_de.assign(size=real_de["log2_fold_change"].abs()).sort_values(["p_value", "size"], ascending=[True, False])
+    return ranked["feature"].astype(str).head(n).tolist()
+
+
+@REGISTRY.register("top_de_pearson")
+def top_de_pearson(pred_shift: pd.Series, real_shift: pd.Series, genes: list[str]) -> float:
+    """Pearson r of predicted and real mean shifts on ``genes`` (e.g. :func:`top_de_genes`)."""
+    return correlation.pearson(pred_shift[genes].to_numpy(), real_shift[genes].to_numpy())
+
+
+def _energy(x: np.ndarray, y: np.ndarray) -> float:
+    """Energy distance (V-statistic, >= 0) between the rows of ``x`` and of ``y``."""
+    return float(2 * cdist(x, y).mean() - cdist(x, x).mean() - cdist(y, y).mean())
+
+
+@REGISTRY.register("energy_ratio")
+def energy_ratio(pred: np.ndarray, real: np.ndarray, *, seed: int = 0, max_cells: int = 200) -> float:
+    """Energy distance of predicted to real cells over that of two random halves of the real
+    cells (the predicted cells drawn to the size of a half): about 1 for a prediction as close as
+    a second sample of the truth, larger the further it is. NaN with fewer than 4 real cells.
+
+    pred (n, G), real (m, G) on one scale; at most ``max_cells`` cells per side are used."""
+    if real.shape[0] < 4:
+        return float("nan")
+    rng = np.random.default_rng(seed)
+    real = real[rng.permutation(real.shape[0])[: 2 * max_cells]]
+    half = real.shape[0] // 2
+    first, second = real[:half], real[half : 2 * half]
+    drawn = pred[rng.choice(pred.shape[0], half, replace=pred.shape[0] < half)]
+    reference = _energy(second, first)
+    return _energy(drawn, first) / reference if reference > 0 else float("nan")

@@ -1,12 +1,15 @@
-"""Perturbation response: one gene space from pretraining to fine-tuning, a control-set model,
-Virtual Cell Challenge metrics against baselines.
+"""Perturbation response: one gene space from pretraining to fine-tuning, a target vocabulary
+beyond it, a control-set model of single and combined perturbations, Virtual Cell Challenge
+metrics and scale-free scores against baselines.
 
-- :class:`PretrainedGenes`: one embedding per gene of the space
+- :class:`PretrainedGenes`: one embedding per gene of the vocabulary (the gene space, then every
+  other gene expressed in the pretraining data)
   (``PretrainedGenes(PretrainConfig()).train(datasets, genespace=space)``);
-- :class:`PerturbationModel`: control set + target embedding -> perturbed set
-  (``PerturbationModel(FinetuneConfig()).train(screen, genespace=space, pretrained=genes)``);
-- :class:`Baselines`: no change, perturbation mean, linear (PCA + ridge);
-- :func:`evaluate`: cell-eval metrics and the baseline-normalised score.
+- :class:`PerturbationModel`: control set + embeddings of a set of targets (``A``, ``A+B``) ->
+  perturbed set (``PerturbationModel(FinetuneConfig()).train(screen, genespace=space, pretrained=genes)``);
+- :class:`Baselines`: no change, perturbation mean, linear (PCA + ridge), additive;
+- :func:`evaluate`: cell-eval metrics, the baseline-normalised score, top-50-DE Pearson r and
+  the energy distance ratio, per split category.
 """
 
 from cellsmith._lazy import lazy_exports

@@ -3,10 +3,16 @@
 - ``no_change``: the control cells themselves;
 - ``perturbation_mean``: controls plus the mean shift of the training perturbations (the
   Virtual Cell Challenge's cell-mean baseline);
-- ``linear``: ridge regression of the training perturbations' mean shifts on gene
+- ``linear``: ridge regression of the training single perturbations' mean shifts on gene
   embeddings from a PCA of the training pseudobulks (lambda 0.1): a target's shift is
-  ``G W G[target] + b`` with ``G`` the genes' PCA coordinates and ``b`` the mean shift.
+  ``G W G[target] + b`` with ``G`` the genes' PCA coordinates and ``b`` the mean shift; a
+  combination sums the ``G W G[target]`` of its targets; a target outside the gene space (no
+  PCA coordinates) adds nothing;
+- ``additive``: controls plus the sum of the single-target mean shifts of the perturbation's
+  targets (Ahlmann-Eltze et al. 2025; GEARS' additive baseline); a target without a training
+  single adds the mean single shift.
 
+A perturbation is a label such as ``A`` or ``A+B`` (:func:`cellsmith.data.parse_perturbation`).
 All values are log1p(CP10k); predicted cells are clipped at 0.
 """
 
@@ -19,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from cellsmith.data import GeneSpace
-from cellsmith.errors import GeneSpaceError, InputError
+from cellsmith.data import GeneSpace, parse_perturbation, perturbation_sets
+from cellsmith.errors import InputError
 
-BASELINES: tuple[str, ...] = ("no_change", "perturbation_mean", "linear")
+BASELINES: tuple[str, ...] = ("no_change", "perturbation_mean", "linear", "additive")
 
 
 def group_means(x: sp.csr_matrix, labels: np.ndarray, groups: list[str]) -> np.ndarray:
@@ -50,12 +56,19 @@ class Baselines:
         ``(G, k)`` gene coordinates of the PCA of the training pseudobulk shifts.
     ridge_weights
         ``(k, k)`` ridge solution of the linear baseline.
+    single_targets, single_shifts
+        Targets of the training single perturbations and their ``(n, G)`` mean shifts.
+    control_label
+        Parts of labels equal to it are not targets.
     """
 
     genespace: GeneSpace
     mean_shift: np.ndarray
     gene_pca: np.ndarray
     ridge_weights: np.ndarray
+    single_targets: list[str]
+    single_shifts: np.ndarray
+    control_label: str = "non-targeting"
 
     @classmethod
     def fit(
@@ -80,31 +93,49 @@ class Baselines:
         k = max(1, min(n_components, min(centered.shape) - 1))
         u, s, _ = np.linalg.svd(centered, full_matrices=False)
         gene_pca = u[:, :k] * s[:k]  # (G, k)
-        pert_pca = gene_pca[[genespace.index(t) for t in targets]]  # (P, k)
-        left = np.linalg.solve(gene_pca.T @ gene_pca + ridge * np.eye(k), gene_pca.T)  # (k, G)
-        right = pert_pca @ np.linalg.inv(pert_pca.T @ pert_pca + ridge * np.eye(k))  # (P, k)
-        return cls(genespace, mean_shift, gene_pca, left @ centered @ right)
+        # One shift per single target (the first label of a target, e.g. A before A+ctrl).
+        sets = perturbation_sets(targets, control_label)
+        singles = {}
+        for p, label in enumerate(targets):
+            if len(sets[label]) == 1:
+                singles.setdefault(sets[label][0], p)
+        # The linear map is fitted on the singles whose target has PCA coordinates.
+        fit = [(genespace.index(t), p) for t, p in singles.items() if t in genespace]
+        ridge_weights = np.zeros((k, k))
+        if fit:
+            pert_pca = gene_pca[[g for g, _ in fit]]  # (P, k)
+            left = np.linalg.solve(gene_pca.T @ gene_pca + ridge * np.eye(k), gene_pca.T)  # (k, G)
+            right = pert_pca @ np.linalg.inv(pert_pca.T @ pert_pca + ridge * np.eye(k))  # (P, k)
+            ridge_weights = left @ centered[:, [p for _, p in fit]] @ right
+        return cls(
+            genespace, mean_shift, gene_pca, ridge_weights, list(singles),
+            shifts[:, list(singles.values())].T, control_label,
+        )
 
     def shift(self, name: str, target: str) -> np.ndarray:
-        """The ``(G,)`` shift a baseline adds to control cells for ``target``."""
-        shifts = {"no_change": self._no_change, "perturbation_mean": self._mean, "linear": self._linear}
+        """The ``(G,)`` shift a baseline adds to control cells for the perturbation ``target``."""
+        shifts = {
+            "no_change": self._no_change, "perturbation_mean": self._mean, "linear": self._linear,
+            "additive": self._additive,
+        }
         if name not in shifts:
             raise InputError(f"unknown baseline '{name}'; known: {', '.join(BASELINES)}.")
-        return shifts[name](target)
+        return shifts[name](sorted(parse_perturbation(target, self.control_label)))
 
-    def _no_change(self, target: str) -> np.ndarray:
+    def _no_change(self, genes: list[str]) -> np.ndarray:
         return np.zeros_like(self.mean_shift)
 
-    def _mean(self, target: str) -> np.ndarray:
+    def _mean(self, genes: list[str]) -> np.ndarray:
         return self.mean_shift
 
-    def _linear(self, target: str) -> np.ndarray:
-        if target not in self.genespace:
-            raise GeneSpaceError(
-                f"the linear baseline needs the target '{target}' in the gene space (digest "
-                f"{self.genespace.digest}); it is not there."
-            )
-        return self.gene_pca @ self.ridge_weights @ self.gene_pca[self.genespace.index(target)] + self.mean_shift
+    def _linear(self, genes: list[str]) -> np.ndarray:
+        rows = [self.genespace.index(g) for g in genes if g in self.genespace]
+        return self.gene_pca @ self.ridge_weights @ self.gene_pca[rows].sum(0) + self.mean_shift
+
+    def _additive(self, genes: list[str]) -> np.ndarray:
+        fallback = self.single_shifts.mean(0) if len(self.single_targets) else self.mean_shift
+        known = {t: i for i, t in enumerate(self.single_targets)}
+        return sum((self.single_shifts[known[g]] if g in known else fallback for g in genes), np.zeros_like(self.mean_shift))
 
     def predictor(self, name: str) -> Callable[[np.ndarray, str], np.ndarray]:
         """``(controls (n, G), target) -> predicted cells (n, G)`` of one baseline."""
@@ -114,9 +145,18 @@ class Baselines:
         np.savez(
             path, genes=np.array(self.genespace.names), mean_shift=self.mean_shift,
             gene_pca=self.gene_pca, ridge_weights=self.ridge_weights,
+            single_targets=np.array(self.single_targets, dtype=str), single_shifts=self.single_shifts,
+            control_label=np.array(self.control_label),
         )
 
     @classmethod
     def load(cls, path: str | Path) -> Baselines:
+        """Read :meth:`save`'s file; files of cellsmith <= 0.2 (no singles) give an ``additive``
+        baseline equal to ``perturbation_mean``."""
         data = np.load(path)
-        return cls(GeneSpace(data["genes"].tolist()), data["mean_shift"], data["gene_pca"], data["ridge_weights"])
+        shifts = data["single_shifts"] if "single_shifts" in data else np.zeros((0, data["mean_shift"].size))
+        return cls(
+            GeneSpace(data["genes"].tolist()), data["mean_shift"], data["gene_pca"], data["ridge_weights"],
+            data["single_targets"].tolist() if "single_targets" in data else [], shifts,
+            str(data["control_label"]) if "control_label" in data else "non-targeting",
+        )

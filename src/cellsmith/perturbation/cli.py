@@ -63,11 +63,15 @@ def pretrain(
 @app.command()
 def finetune(
     data: Path = typer.Option(..., "--data", help="Raw-count h5ad of the perturbation screen."),
-    perturbation_key: str = typer.Option("target_gene", "--perturbation-key", help="obs column of target genes."),
+    perturbation_key: str = typer.Option(
+        "target_gene", "--perturbation-key", help="obs column of perturbations (A, A+B, A_B, A+ctrl)."
+    ),
     control_label: str = typer.Option("non-targeting", "--control-label", help="Label of control cells."),
     genes: Path = typer.Option(..., "--genes", help="HVG_DIR written by `cellsmith genes hvg`."),
     pretrained: Optional[Path] = typer.Option(None, "--pretrained", help="PRETRAIN_DIR (random gene embeddings without)."),
-    split: str = typer.Option("heldout-perturbations", "--split", help="heldout-perturbations or heldout-cells."),
+    split: str = typer.Option(
+        "heldout-perturbations", "--split", help="heldout-perturbations, heldout-combinations or heldout-cells."
+    ),
     seed: int = typer.Option(0, "--seed"),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML of FinetuneConfig options."),
     context_key: Optional[str] = typer.Option(None, "--context-key", help="obs column of the control context."),
@@ -87,7 +91,7 @@ def finetune(
     from cellsmith.perturbation.workflow import is_main_process, read_genespace, run_finetune
 
     if split not in SPLIT_MODES:
-        raise InputError(f"--split takes {' or '.join(SPLIT_MODES)}, not '{split}'.")
+        raise InputError(f"--split takes {', '.join(SPLIT_MODES)}, not '{split}'.")
     cfg = FinetuneConfig.from_yaml(
         config, seed=seed, context_key=context_key, max_epochs=max_epochs, max_steps=max_steps,
         accelerator=accelerator, devices=devices, precision=precision,
@@ -100,7 +104,10 @@ def finetune(
     )
     if not is_main_process():
         return
-    out.print(f"split {parts.mode}: train targets {len(parts.train_targets)}, test targets {', '.join(parts.test_targets)}")
+    out.print(
+        f"split {parts.mode}: train perturbations {len(parts.train_targets)}, test perturbations "
+        + ", ".join(f"{p} ({parts.categories.get(p, 'seen')})" for p in parts.test_targets)
+    )
     out.print(f"written {out_dir} (predict from {out_dir / 'heldout_controls.h5ad'}, evaluate against {out_dir / 'heldout_real.h5ad'})")
 
 
@@ -108,7 +115,7 @@ def finetune(
 def predict(
     model: Path = typer.Option(..., "--model", help="MODEL_DIR of `cellsmith perturb finetune`."),
     controls: Path = typer.Option(..., "--controls", help="Raw-count h5ad of control cells."),
-    targets: str = typer.Option(..., "--targets", help="GENE[,GENE...] to predict."),
+    targets: str = typer.Option(..., "--targets", help="PERTURBATION[,PERTURBATION...] to predict (GENE or A+B)."),
     cells_per_target: int = typer.Option(100, "--cells-per-target"),
     seed: int = typer.Option(0, "--seed"),
     out_file: Path = typer.Option(..., "--out", help="PRED.h5ad to write (cell-eval format)."),

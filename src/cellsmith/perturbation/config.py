@@ -30,6 +30,9 @@ class PretrainConfig(TrainingConfig):
     learning_rate: float = Field(3e-3, gt=0.0, description="AdamW learning rate.")
     weight_decay: float = Field(1e-4, ge=0.0, description="AdamW weight decay.")
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of cells for early stopping (20 cells or more).")
+    vocabulary_min_cells: int = Field(
+        3, ge=1, description="Genes detected in this many cells of a source join the target vocabulary."
+    )
     cache: bool = Field(False, description="Remap the cells once and keep them in memory (sparse) instead of per batch.")
     num_threads: int | None = Field(1, ge=1, description=_THREADS_HELP)
 
@@ -56,8 +59,10 @@ class FinetuneConfig(TrainingConfig):
     freeze_embeddings: bool = Field(True, description="Keep the pretrained gene embeddings fixed.")
     n_embed: int = Field(64, ge=2, description="Embedding width without pretraining (random embeddings).")
     context_key: str | None = Field(None, description="obs column of the control context (donor, replicate...).")
-    missing_targets: Literal["drop", "error"] = Field(
-        "drop", description="Targets outside the gene space: drop them (with a warning) or refuse."
+    missing_targets: Literal["learn", "drop", "error"] = Field(
+        "learn",
+        description="Targets with no embedding (not in the vocabulary): learn one from their training cells, "
+        "drop their perturbations, or refuse (each with the targets listed).",
     )
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="Share held out (targets or cells).")
     val_fraction: float = Field(

@@ -13,7 +13,7 @@ import scipy.sparse as sp
 import torch
 
 from cellsmith._logging import logger, seed_everything
-from cellsmith.data import GeneSpace
+from cellsmith.data import GeneSpace, parse_perturbation
 from cellsmith.data.rows import BLOCK_ROWS, CountRows, count_rows
 from cellsmith.errors import GeneSpaceError, InputError
 from cellsmith.nn import TrainingPlan, torch_threads
@@ -28,9 +28,12 @@ from cellsmith.perturbation.screen import Screen, prepare_screen
 from cellsmith.perturbation.set_data import SetPairs
 from cellsmith.perturbation.set_module import ControlSetResponse
 from cellsmith.perturbation.splits import Split, split_screen
+from cellsmith.perturbation.vocabulary import VOCABULARY_FILE, read_vocabulary
 
 #: Info file of cellsmith 0.1 model folders (beside ``model.pt``).
 LEGACY_INFO = "model_info.json"
+#: Weights that folders written before target vocabularies and combinations lack.
+NEW_WEIGHTS = ("vocabulary_embedding", "learned_embedding", "pair_effect.weight", "combination_scale")
 
 
 class PerturbationModel(CellsmithModel):
@@ -38,16 +41,22 @@ class PerturbationModel(CellsmithModel):
 
     ``PerturbationModel(config).train(screen, genespace=..., pretrained=...)`` fine-tunes on a
     raw-count screen (pretrained or random gene embeddings); :meth:`predict` then gives perturbed
-    cells of any target of the gene space from control cells. A saved folder holds the weights,
-    ``config.yaml``, ``genespace.json`` and ``setup.json`` (label key, control label, counts
-    layer, training targets, pretraining digest, embedding width).
+    cells of any perturbation (one target or a combination ``A+B``) whose targets are in the
+    vocabulary or were learned in training, from control cells. A saved folder holds the
+    weights, ``config.yaml``, ``genespace.json``, ``vocabulary.json`` and ``setup.json`` (label
+    key, control label, counts layer, training perturbations, learned targets, pretraining and
+    vocabulary digests, embedding width).
 
     Attributes
     ----------
     perturbation_key, control_label, counts_layer
         How the screen was read; :meth:`predict` reads control cells the same way.
     train_targets
-        Targets seen in fine-tuning.
+        Perturbations seen in fine-tuning.
+    vocabulary
+        Genes with an embedding: the pretraining vocabulary (the gene space without pretraining).
+    learned_targets
+        Targets with no embedding in the vocabulary, given one learned in fine-tuning.
     pretrained_digest
         Digest of the pretraining gene space (None: random gene embeddings).
     split, screen
@@ -64,25 +73,49 @@ class PerturbationModel(CellsmithModel):
         self.control_label = "non-targeting"
         self.counts_layer: str | None = None
         self.train_targets: list[str] = []
+        self.vocabulary: GeneSpace | None = None
+        self.learned_targets: list[str] = []
         self.pretrained_digest: str | None = None
         self.split: Split | None = None
         self.screen: Screen | None = None
 
     # ----------------------------------------------------------------- training
-    def _build(self, genespace: GeneSpace, pretrained: PretrainedGenes | None) -> None:
-        """A fresh module in ``genespace``: pretrained gene embeddings (same gene space only:
-        GeneSpaceError naming both digests otherwise) or random ones."""
+    @staticmethod
+    def _vocabulary(genespace: GeneSpace, pretrained: PretrainedGenes | None) -> GeneSpace:
+        """The genes with an embedding; refuses a pretraining of another gene space
+        (GeneSpaceError naming both digests)."""
+        if pretrained is None:
+            return genespace
+        pretrained.require_space(genespace)
+        return pretrained.vocabulary
+
+    def _build(self, genespace: GeneSpace, pretrained: PretrainedGenes | None, learned: Sequence[str] = ()) -> None:
+        """A fresh module in ``genespace``: pretrained vocabulary embeddings or random gene
+        embeddings, and one learned row per target of ``learned``."""
         config = self.config
         seed_everything(config.seed)
+        self.vocabulary = self._vocabulary(genespace, pretrained)
         if pretrained is not None:
-            pretrained.require_space(genespace)
-            embedding = torch.from_numpy(pretrained.embeddings)
+            table = torch.from_numpy(pretrained.vocabulary_embeddings)
         else:
             logger.info("no pretrained embeddings: random gene embeddings (width %d)", config.n_embed)
-            embedding = torch.randn(len(genespace), config.n_embed)
-        self.genespace = genespace
+            table = torch.randn(len(genespace), config.n_embed)
+        self.genespace, self.learned_targets = genespace, list(learned)
         self.pretrained_digest = pretrained.genespace.digest if pretrained is not None else None
-        self.module = ControlSetResponse(embedding, config.hidden, freeze_embeddings=config.freeze_embeddings)
+        self.module = ControlSetResponse(
+            table[: len(genespace)], config.hidden, freeze_embeddings=config.freeze_embeddings,
+            vocabulary_embedding=table[len(genespace) :], n_learned=len(self.learned_targets),
+        )
+
+    def target_rows(self, label: str) -> list[int]:
+        """Rows of the target table (vocabulary, then learned targets) of a perturbation label."""
+        rows = []
+        for gene in sorted(parse_perturbation(label, self.control_label)):
+            if gene in self.vocabulary:
+                rows.append(self.vocabulary.index(gene))
+            else:
+                rows.append(len(self.vocabulary) + self.learned_targets.index(gene))
+        return rows
 
     def train(
         self,
@@ -103,14 +136,14 @@ class PerturbationModel(CellsmithModel):
         ----------
         adata
             The screen: raw counts in X or ``counts_layer``; ``obs[perturbation_key]`` holds the
-            target gene of every cell or ``control_label``.
+            perturbation of every cell (``A``, ``A+B``, ``A_B``, ``A+ctrl``) or ``control_label``.
         genespace
             The model's gene space (that of ``pretrained``, when given).
         pretrained
-            Gene embeddings of :class:`PretrainedGenes`; random embeddings when None.
+            Vocabulary embeddings of :class:`PretrainedGenes`; random gene embeddings when None.
         split
-            ``heldout-perturbations`` or ``heldout-cells`` (see :func:`split_screen`); kept in
-            :attr:`split`.
+            ``heldout-perturbations``, ``heldout-combinations`` or ``heldout-cells`` (see
+            :func:`split_screen`); kept in :attr:`split`.
         out_dir
             Folder for checkpoints and ``logs/metrics.csv`` (a temporary folder when None).
 
@@ -122,29 +155,33 @@ class PerturbationModel(CellsmithModel):
             Duplicate cell names, unknown keys, no controls, too few cells, no raw counts.
         """
         config = self.config
-        self._build(genespace, pretrained)
+        vocabulary = self._vocabulary(genespace, pretrained)
         if adata.obs_names.duplicated().any():
             raise InputError("cell names (obs_names) of the screen are not unique; run adata.obs_names_make_unique().")
         screen = prepare_screen(
             adata, genespace, perturbation_key=perturbation_key, control_label=control_label,
             context_key=config.context_key, missing_targets=config.missing_targets, min_cells=config.min_cells,
-            counts_layer=counts_layer,
+            counts_layer=counts_layer, vocabulary=vocabulary,
         )
         parts = split_screen(
-            screen, mode=split, seed=config.seed, test_fraction=config.test_fraction, val_fraction=config.val_fraction
+            screen, mode=split, seed=config.seed, test_fraction=config.test_fraction,
+            val_fraction=config.val_fraction, embedded=vocabulary,
         )
+        trained = {g for p in parts.train_targets for g in screen.target_sets[p]}
+        self._build(genespace, pretrained, [g for g in screen.unembedded if g in trained])
         self.perturbation_key, self.control_label, self.counts_layer = perturbation_key, control_label, counts_layer
         self.screen, self.split, self.train_targets = screen, parts, list(parts.train_targets)
         masks = parts.masks(screen.obs_names)
         logger.info(
-            "fine-tuning on %d cells, %d perturbations, in %d genes (digest %s); %s",
+            "fine-tuning on %d cells, %d perturbations, in %d genes (digest %s); %s; %d learned target embeddings",
             int(masks["train"].sum()), len(parts.train_targets), len(genespace), genespace.digest,
-            "pretrained gene embeddings" if self.pretrained_digest else "random gene embeddings",
+            f"pretrained embeddings of a {len(self.vocabulary)}-gene vocabulary (digest {self.vocabulary.digest})"
+            if self.pretrained_digest else "random gene embeddings", len(self.learned_targets),
         )
 
         def loader(part: str, n_items: int, fixed: bool) -> torch.utils.data.DataLoader:
             pairs = SetPairs(
-                screen, np.flatnonzero(masks[part]), genespace, set_size=config.set_size,
+                screen, np.flatnonzero(masks[part]), self.target_rows, set_size=config.set_size,
                 n_items=n_items, seed=config.seed + fixed, fixed=fixed,
             )
             return torch.utils.data.DataLoader(pairs, batch_size=config.batch_size, collate_fn=collate_batch)
@@ -185,28 +222,33 @@ class PerturbationModel(CellsmithModel):
 
     # ----------------------------------------------------------------- prediction
     def _check_targets(self, targets: Sequence[str]) -> None:
-        missing = [t for t in targets if t not in self.genespace]
-        if missing:
-            raise GeneSpaceError(
-                f"targets {', '.join(missing[:8])} are not in the model's gene space ({len(self.genespace)} "
-                f"genes, digest {self.genespace.digest}), so they have no gene embedding; a target "
-                "must be a priority gene of the gene space used for pretraining and fine-tuning."
-            )
         if not targets:
             raise InputError("no targets to predict; pass --targets GENE[,GENE...].")
+        known = set(self.vocabulary.names) | set(self.learned_targets)
+        genes = {t: parse_perturbation(t, self.control_label) for t in targets}
+        empty = [t for t, g in genes.items() if not g]
+        if empty:
+            raise InputError(f"{', '.join(empty)} name no target gene (a control label?); pass perturbations.")
+        missing = sorted({g for gs in genes.values() for g in gs} - known)
+        if missing:
+            raise GeneSpaceError(
+                f"targets {', '.join(missing[:8])} have no embedding: they are not in the model's vocabulary "
+                f"({len(self.vocabulary)} genes, digest {self.vocabulary.digest}) and were not seen in "
+                "fine-tuning. Pretrain on data that measure them, or fine-tune on cells where they are perturbed."
+            )
 
     @torch.no_grad()
     def predict_cells(
         self, controls: sp.csr_matrix, contexts: np.ndarray, target: str, *, n_cells: int, rng: np.random.Generator
     ) -> np.ndarray:
-        """``n_cells`` perturbed cells (log1p(CP10k)) from control cells ``(n, G)`` (CSR, in space
-        order): controls are drawn (with replacement when too few), only the drawn rows are
+        """``n_cells`` perturbed cells (log1p(CP10k)) of the perturbation ``target`` (a label such
+        as ``A`` or ``A+B``) from control cells ``(n, G)`` (CSR, in space order): controls are drawn (with replacement when too few), only the drawn rows are
         densified, and each context is one set, run on :attr:`device`."""
         device = self.device
         module = self.module.to(device).eval()
         picked = rng.choice(controls.shape[0], n_cells, replace=controls.shape[0] < n_cells)
         out = np.empty((n_cells, controls.shape[1]), dtype=np.float32)
-        index = torch.tensor([self.genespace.index(target)], device=device)
+        index = torch.tensor([self.target_rows(target)], device=device)  # (1, K)
         for context in np.unique(contexts[picked]):
             at = np.flatnonzero(contexts[picked] == context)
             cells = dense_batch(controls[picked[at]], device)[None]
@@ -306,8 +348,13 @@ class PerturbationModel(CellsmithModel):
             "counts_layer": self.counts_layer,
             "train_targets": self.train_targets,
             "pretrained_digest": self.pretrained_digest,
+            "vocabulary_digest": self.vocabulary.digest,
+            "learned_targets": self.learned_targets,
             "n_embed": int(self.module.gene_embedding.shape[1]),
         }
+
+    def extra_files(self) -> dict:
+        return {**super().extra_files(), VOCABULARY_FILE: self.vocabulary.write}
 
     def restore(self, files: ModelFiles) -> None:
         space = require_digest(files)
@@ -315,10 +362,17 @@ class PerturbationModel(CellsmithModel):
         self.perturbation_key, self.control_label = setup["perturbation_key"], setup["control_label"]
         self.counts_layer, self.train_targets = setup["counts_layer"], list(setup["train_targets"])
         self.pretrained_digest = setup["pretrained_digest"]
+        self.vocabulary = read_vocabulary(files, space)
+        self.learned_targets = list(setup.get("learned_targets", []))
         self.module = ControlSetResponse(
-            torch.zeros(len(space), setup["n_embed"]), self.config.hidden, freeze_embeddings=self.config.freeze_embeddings
+            torch.zeros(len(space), setup["n_embed"]), self.config.hidden, freeze_embeddings=self.config.freeze_embeddings,
+            vocabulary_embedding=torch.zeros(len(self.vocabulary) - len(space), setup["n_embed"]),
+            n_learned=len(self.learned_targets),
         )
-        self.module.load_state_dict(files.weights)
+        # Folders of cellsmith <= 0.2 have no vocabulary, learned or pairwise weights: their
+        # fresh (empty or zero) values are exactly the model they were trained as.
+        fresh = self.module.state_dict()
+        self.module.load_state_dict({**{k: fresh[k] for k in NEW_WEIGHTS}, **files.weights})
 
     @classmethod
     def read_legacy(cls, path: Path) -> ModelFiles:

@@ -1,10 +1,14 @@
-"""Pretraining phase: one embedding per gene of the space, learnt from unperturbed cells.
+"""Pretraining phase: one embedding per gene of the target vocabulary, learnt from unperturbed
+cells.
 
 :class:`PretrainedGenes` follows the model API of every workflow
 (``PretrainedGenes(config).train(datasets, genespace=...)``, ``.save(dir)``,
 ``PretrainedGenes.load(dir)``). Its folder holds the gene space and its digest, so that
 fine-tuning can refuse a different gene space instead of silently pairing embeddings with the
-wrong genes; the embeddings are the ``gene_embedding`` tensor of ``weights.safetensors``.
+wrong genes, and the vocabulary (the gene space followed by every other gene expressed in the
+pretraining sources, :mod:`~cellsmith.perturbation.vocabulary`) with its own digest, so that a
+target outside the gene space still has an embedding; the embeddings are the
+``gene_embedding`` tensor of ``weights.safetensors`` (one row per vocabulary gene).
 """
 
 from __future__ import annotations
@@ -30,18 +34,22 @@ from cellsmith.perturbation.config import PretrainConfig
 from cellsmith.perturbation.pretrain_module import GeneEmbeddingAE
 from cellsmith.perturbation.remap import EpochBatches, RemappedCells, collate_batch
 from cellsmith.perturbation.saved import read_legacy_info, require_digest
+from cellsmith.perturbation.vocabulary import VOCABULARY_FILE, build_vocabulary, read_vocabulary
 
 #: Fewer cells than this are all used for training (no validation cells, no early stopping).
 MIN_CELLS_TO_VALIDATE = 20
 
 
 class PretrainedGenes(CellsmithModel):
-    """Gene embeddings of a gene space, learnt by masked-expression pretraining.
+    """Gene embeddings of a target vocabulary, learnt by masked-expression pretraining.
 
     Attributes
     ----------
     genespace
         The gene space; row ``i`` of :attr:`embeddings` is gene ``genespace.names[i]``.
+    vocabulary
+        The gene space followed by the other expressed genes of the sources; row ``i`` of
+        :attr:`vocabulary_embeddings` is gene ``vocabulary.names[i]``.
     mapped_per_source
         Genes of the space measured by each pretraining source.
     counts_layer
@@ -56,6 +64,7 @@ class PretrainedGenes(CellsmithModel):
         super().__init__(config)
         self.mapped_per_source: dict[str, int] = {}
         self.counts_layer: str | None = None
+        self.vocabulary: GeneSpace | None = None
 
     # ----------------------------------------------------------------- training
     def train(
@@ -66,7 +75,9 @@ class PretrainedGenes(CellsmithModel):
         counts_layer: str | None = None,
         out_dir: str | Path | None = None,
     ) -> Self:
-        """Learn one embedding per gene of ``genespace`` from unperturbed raw-count cells.
+        """Learn one embedding per gene of the vocabulary (``genespace`` followed by the other
+        genes detected in ``config.vocabulary_min_cells`` cells of a source) from unperturbed
+        raw-count cells.
 
         Parameters
         ----------
@@ -87,18 +98,23 @@ class PretrainedGenes(CellsmithModel):
             raise InputError("pretraining needs at least one dataset; got none.")
         seed_everything(config.seed)
         sources = [(name, count_rows(a, layer=counts_layer), list(a.var_names)) for name, a in datasets.items()]
-        cells = RemappedCells(sources, genespace, cache=config.cache)
+        vocabulary = build_vocabulary(sources, genespace, min_cells=config.vocabulary_min_cells)
+        cells = RemappedCells(sources, vocabulary, cache=config.cache)
         if len(cells) < 2:
             raise InputError(f"pretraining needs at least 2 cells; the datasets hold {len(cells)}.")
         logger.info(
-            "pretraining on %d cells in %d genes (digest %s); mapped per source: %s%s",
-            len(cells), len(genespace), genespace.digest, cells.mapped_per_source,
-            " (read from disk by row blocks)" if any(a.isbacked for a in datasets.values()) else "",
+            "pretraining on %d cells in a vocabulary of %d genes (digest %s): the %d genes of the space "
+            "(digest %s) and %d other expressed genes; mapped per source: %s",
+            len(cells), len(vocabulary), vocabulary.digest, len(genespace), genespace.digest,
+            len(vocabulary) - len(genespace), cells.mapped_per_source,
         )
+        if any(a.isbacked for a in datasets.values()):
+            logger.info("sources read from disk by row blocks")
         mean, sd = cells.gene_moments()
         self.genespace, self.counts_layer, self.mapped_per_source = genespace, counts_layer, cells.mapped_per_source
+        self.vocabulary = vocabulary
         module = self.module = GeneEmbeddingAE(
-            len(genespace), config.n_embed, config.hidden,
+            len(vocabulary), config.n_embed, config.hidden,
             gene_mean=torch.from_numpy(mean), gene_sd=torch.from_numpy(sd),
         )
         plan = TrainingPlan(
@@ -121,10 +137,15 @@ class PretrainedGenes(CellsmithModel):
 
     # ----------------------------------------------------------------- what fine-tuning reads
     @property
-    def embeddings(self) -> np.ndarray:
-        """``(n_genes, n_embed)`` float32, rows in gene-space order."""
+    def vocabulary_embeddings(self) -> np.ndarray:
+        """``(n_vocabulary, n_embed)`` float32, rows in vocabulary order (gene space first)."""
         self.require_trained()
         return self.module.gene_embedding.detach().cpu().numpy().astype(np.float32)
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        """``(n_genes, n_embed)`` float32, rows in gene-space order."""
+        return self.vocabulary_embeddings[: len(self.genespace)]
 
     def predict(self) -> pd.DataFrame:
         """The gene embeddings as a table (genes of the space x embedding dimensions)."""
@@ -158,7 +179,7 @@ class PretrainedGenes(CellsmithModel):
             )
         config = (config or PretrainConfig()).model_copy(update={"n_embed": int(embeddings.shape[1])})
         model = cls(config)
-        model.genespace = genespace
+        model.genespace = model.vocabulary = genespace
         model.mapped_per_source = dict(mapped_per_source or {})
         # The encoder is never used downstream; seeded so that the same table gives the same folder.
         with torch.random.fork_rng(devices=[]):
@@ -173,16 +194,21 @@ class PretrainedGenes(CellsmithModel):
     def setup_dict(self) -> dict:
         return {
             "genespace_digest": self.genespace.digest,
+            "vocabulary_digest": self.vocabulary.digest,
             "counts_layer": self.counts_layer,
             "mapped_per_source": self.mapped_per_source,
             "n_embed": int(self.module.gene_embedding.shape[1]),
         }
 
+    def extra_files(self) -> dict:
+        return {**super().extra_files(), VOCABULARY_FILE: self.vocabulary.write}
+
     def restore(self, files: ModelFiles) -> None:
         space = require_digest(files)
+        self.vocabulary = read_vocabulary(files, space)
         self.counts_layer = files.setup["counts_layer"]
         self.mapped_per_source = files.setup["mapped_per_source"]
-        self.module = GeneEmbeddingAE(len(space), files.setup["n_embed"], self.config.hidden)
+        self.module = GeneEmbeddingAE(len(self.vocabulary), files.setup["n_embed"], self.config.hidden)
         self.module.load_state_dict(files.weights)
 
     @classmethod

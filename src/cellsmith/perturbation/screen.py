@@ -1,12 +1,15 @@
 """A perturbation screen in the model's gene space: labels, contexts, log1p(CP10k) rows.
 
 All checks on the user's screen happen here, before anything is trained or written: the
-perturbation and context keys exist, control cells exist, every target is a single gene of
-the gene space (or is dropped with a warning), and every perturbation has enough cells.
+perturbation and context keys exist, control cells exist, every label parses into a set of
+targets (``A``, ``A+B``, ``A_B``, ``A+ctrl``), and every perturbation has enough cells. Targets
+need not be measured: a target without an embedding in the vocabulary is listed in a warning
+and gets a learned embedding (``missing_targets: learn``), or is dropped or refused.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import anndata as ad
@@ -14,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from cellsmith._logging import logger
-from cellsmith.data import GeneSpace, parse_perturbation
+from cellsmith.data import GeneSpace, perturbation_sets
 from cellsmith.data.rows import count_rows
 from cellsmith.errors import InputError
 from cellsmith.perturbation.remap import GeneRemap
@@ -31,7 +34,7 @@ class Screen:
     observed
         ``(n_genes,)`` bool: the gene is measured in the screen.
     labels
-        Per cell its target gene, or the control label.
+        Per cell its perturbation label (e.g. ``A``, ``A+B``), or the control label.
     contexts
         Per cell its context (one value ``"all"`` without a context key).
     obs_names
@@ -39,7 +42,11 @@ class Screen:
     control_label
         The control label.
     dropped_targets
-        Targets left out (not in the gene space, or combinations), with the reason.
+        Perturbations left out, with the reason.
+    target_sets
+        ``{label: sorted target genes}`` of every perturbation kept.
+    unembedded
+        Targets of kept perturbations with no embedding in the vocabulary (learned in training).
     """
 
     x: sp.csr_matrix
@@ -49,9 +56,12 @@ class Screen:
     obs_names: np.ndarray
     control_label: str
     dropped_targets: dict[str, str]
+    target_sets: dict[str, tuple[str, ...]]
+    unembedded: list[str]
 
     @property
     def targets(self) -> list[str]:
+        """The perturbation labels (controls excluded), sorted."""
         return sorted(set(self.labels) - {self.control_label})
 
     def rows(self, label: str, context: str | None = None) -> np.ndarray:
@@ -72,26 +82,34 @@ def require_obs_column(adata: ad.AnnData, key: str, what: str) -> None:
 
 
 def _usable_targets(
-    labels: np.ndarray, control_label: str, space: GeneSpace, missing_targets: str
-) -> tuple[set[str], dict[str, str]]:
+    labels: np.ndarray, control_label: str, embedded: Collection[str], missing_targets: str
+) -> tuple[dict[str, tuple[str, ...]], dict[str, str], list[str]]:
+    """Perturbations kept (label -> targets), those dropped (label -> why), and the kept
+    targets that have no embedding."""
     dropped: dict[str, str] = {}
-    usable: set[str] = set()
-    for label in sorted(set(labels) - {control_label}):
-        genes = parse_perturbation(label, control_label)
-        if len(genes) != 1:
-            dropped[label] = "not a single-gene perturbation"
-        elif next(iter(genes)) != label:
-            dropped[label] = f"label is not a gene name (parsed as {next(iter(genes))})"
-        elif label not in space:
-            dropped[label] = "target gene not in the gene space (no gene embedding)"
+    usable: dict[str, tuple[str, ...]] = {}
+    for label, genes in perturbation_sets(labels, control_label).items():
+        if label == control_label:
+            continue
+        missing = [g for g in genes if g not in embedded]
+        if not genes:
+            dropped[label] = "a control label other than the control label"
+        elif missing and missing_targets == "drop":
+            dropped[label] = f"no embedding for {', '.join(missing)}"
         else:
-            usable.add(label)
-    if dropped and missing_targets == "error":
+            usable[label] = genes
+    unembedded = sorted({g for genes in usable.values() for g in genes if g not in embedded})
+    if unembedded and missing_targets == "error":
         raise InputError(
-            f"{len(dropped)} perturbations cannot be modelled: "
-            + "; ".join(f"{t}: {why}" for t, why in list(dropped.items())[:8])
-            + ". Add the targets as priority genes of the gene space (`cellsmith genes hvg "
-            "--priority-genes-from`) or set missing_targets: drop."
+            f"{len(unembedded)} targets have no gene embedding (not in the pretraining vocabulary): "
+            f"{', '.join(unembedded[:12])}. Pretrain on data that measure them, or set missing_targets: "
+            "learn (an embedding learned from their training cells)."
+        )
+    if unembedded:
+        logger.warning(
+            "%d targets have no embedding in the vocabulary (not measured by any pretraining source); "
+            "each gets an embedding learned from its training cells and cannot be predicted unseen: %s",
+            len(unembedded), ", ".join(unembedded),
         )
     if dropped:
         logger.warning(
@@ -99,7 +117,7 @@ def _usable_targets(
             len(dropped), len(dropped) + len(usable),
             ", ".join(f"{t} ({why})" for t, why in dropped.items()),
         )
-    return usable, dropped
+    return usable, dropped, unembedded
 
 
 def prepare_screen(
@@ -109,11 +127,15 @@ def prepare_screen(
     perturbation_key: str = "target_gene",
     control_label: str = "non-targeting",
     context_key: str | None = None,
-    missing_targets: str = "drop",
+    missing_targets: str = "learn",
     min_cells: int = 10,
     counts_layer: str | None = None,
+    vocabulary: Collection[str] | None = None,
 ) -> Screen:
     """Check a raw-count screen and put it into ``space``.
+
+    ``vocabulary``: the genes that have an embedding (default: the genes of ``space``); targets
+    outside it are handled by ``missing_targets`` (``learn``, ``drop`` or ``error``).
 
     Raises
     ------
@@ -134,12 +156,13 @@ def prepare_screen(
             f"no control cells: no cell has {perturbation_key} == '{control_label}' (values "
             f"include {examples}); pass --control-label with the label of the control cells."
         )
-    usable, dropped = _usable_targets(labels, control_label, space, missing_targets)
+    embedded = set(space.names if vocabulary is None else vocabulary)
+    usable, dropped, unembedded = _usable_targets(labels, control_label, embedded, missing_targets)
     if not usable:
         raise InputError(
             f"no perturbation of '{perturbation_key}' can be modelled ({len(dropped)} dropped: "
             + ", ".join(list(dropped)[:8])
-            + "); make the target genes priority genes of the gene space."
+            + "); check the labels and --control-label."
         )
     counts = {label: int((labels == label).sum()) for label in sorted(usable)}
     too_few = {t: n for t, n in counts.items() if n < min_cells}
@@ -165,4 +188,6 @@ def prepare_screen(
         obs_names=adata.obs_names.to_numpy()[keep],
         control_label=control_label,
         dropped_targets=dropped,
+        target_sets=usable,
+        unembedded=unembedded,
     )

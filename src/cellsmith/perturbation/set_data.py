@@ -1,19 +1,21 @@
 """Pairs of (control set, perturbed set) drawn from a screen, as torch batches.
 
-Each item is one training perturbation in one context: ``set_size`` control cells of that
+Each item is one training perturbation (a set of targets) in one context: ``set_size`` control cells of that
 context and ``set_size`` real perturbed cells. A perturbation with fewer cells than the set
 size is sampled with replacement (logged once); only the rows of a batch are densified.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 
 from cellsmith._logging import logger
-from cellsmith.data import GeneSpace
 from cellsmith.errors import InputError
 from cellsmith.perturbation.screen import Screen
+from cellsmith.perturbation.set_module import NO_TARGET
 
 
 class SetPairs(torch.utils.data.Dataset):
@@ -25,8 +27,8 @@ class SetPairs(torch.utils.data.Dataset):
         The screen in the model's gene space.
     rows
         Cells to draw from (e.g. the training cells).
-    genespace
-        Gives the target's gene index.
+    target_rows
+        A perturbation label -> its targets' rows in the model's target table.
     set_size
         Cells per set.
     n_items
@@ -37,7 +39,7 @@ class SetPairs(torch.utils.data.Dataset):
     """
 
     def __init__(
-        self, screen: Screen, rows: np.ndarray, genespace: GeneSpace, *, set_size: int,
+        self, screen: Screen, rows: np.ndarray, target_rows: Callable[[str], list[int]], *, set_size: int,
         n_items: int, seed: int, fixed: bool = False,
     ):
         self.x = screen.x
@@ -46,7 +48,7 @@ class SetPairs(torch.utils.data.Dataset):
         labels, contexts = screen.labels[rows], screen.contexts[rows]
         is_control = labels == screen.control_label
         self.controls = {c: rows[is_control & (contexts == c)] for c in np.unique(contexts[is_control])}
-        self.pairs: list[tuple[int, np.ndarray, np.ndarray]] = []
+        self.pairs: list[tuple[list[int], np.ndarray, np.ndarray]] = []
         small, no_controls = [], []
         for target in sorted(set(labels[~is_control])):
             for context in np.unique(contexts[labels == target]):
@@ -56,7 +58,7 @@ class SetPairs(torch.utils.data.Dataset):
                     continue
                 if cells.size < set_size:
                     small.append(f"{target} in {context}: {cells.size}")
-                self.pairs.append((genespace.index(target), self.controls[context], cells))
+                self.pairs.append((target_rows(target), self.controls[context], cells))
         if no_controls:
             logger.warning("no control cells in the same context, not used: %s", ", ".join(no_controls))
         if small and not fixed:
@@ -82,8 +84,10 @@ class SetPairs(torch.utils.data.Dataset):
         control_rows = np.concatenate([self._draw(c, rng) for _, c, _ in which])
         perturbed_rows = np.concatenate([self._draw(p, rng) for _, _, p in which])
         shape = (len(items), self.set_size, self.x.shape[1])
+        width = max(len(t) for t, _, _ in which)
+        targets = [t + [NO_TARGET] * (width - len(t)) for t, _, _ in which]
         return {
             "controls": torch.from_numpy(self.x[control_rows].toarray().reshape(shape)),
             "perturbed": torch.from_numpy(self.x[perturbed_rows].toarray().reshape(shape)),
-            "target": torch.tensor([t for t, _, _ in which], dtype=torch.long),
+            "target": torch.tensor(targets, dtype=torch.long),  # (B, K)
         }

@@ -145,7 +145,9 @@ def run_evaluate(
     num_threads: int = 1, seed: int = 0, perturbation_key: str | None = None, counts_layer: str | None = None,
 ) -> Evaluation:
     """Score ``pred`` (and, with ``baselines_from`` = a model folder, its baselines) against raw-count
-    ``real``; write ``per_perturbation.csv``, ``summary.csv``, ``mean_shift.png``, ``report.html``.
+    ``real``; write ``per_perturbation.csv``, ``summary.csv``, ``mean_shift.png``, ``report.html``
+    and, when the model folder's ``split.json`` names the test perturbations' categories ("seen
+    2/2", ...), ``summary_by_category.csv``.
 
     The label key, control label and counts layer are those the prediction records in
     ``uns["cellsmith"]["perturbation"]`` (written by :func:`run_predict`); ``perturbation_key``
@@ -175,8 +177,14 @@ def run_evaluate(
         )
         if scvi is not None:
             predictions["conditional_scvi"] = scvi
+    model_dir = baselines_from if baselines_from is not None else info.get("model_dir")
+    split_file = Path(model_dir) / "split.json" if model_dir is not None else None
+    categories = Split.read(split_file).categories if split_file is not None and split_file.is_file() else None
     with atomic_output_dir(out_dir) as tmp:
-        evaluation = evaluate(predictions, truth, perturbation_key=key, control_label=control_label, num_threads=num_threads)
+        evaluation = evaluate(
+            predictions, truth, perturbation_key=key, control_label=control_label, num_threads=num_threads,
+            categories=categories, seed=seed,
+        )
         notes = [
             f"{len(evaluation.real_shift)} perturbations, {truth.n_obs} real cells, {pred.n_vars} genes "
             f"(gene space {info.get('genespace_digest', GeneSpace(pred.var_names).digest)}); "
