@@ -83,3 +83,9 @@ def table_text(frame: pd.DataFrame, digits: int = 4) -> str:
         elif pd.api.types.is_float_dtype(values):
             shown[column] = values.round(digits)
     return shown.to_string()
+BACKED = typer.Option(
+    False,
+    "--backed",
+    help="Read the input .h5ad's counts (X, CSR) from disk by row blocks (anndata's backed mode) instead of "
+    "loading them: for data larger than memory; results equal the in-memory ones up to the shuffling order.",
+)

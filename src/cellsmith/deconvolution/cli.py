@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from cellsmith.cli_options import ACCELERATOR, DEVICES, MAX_EPOCHS, MAX_STEPS, ORIENTATION, PRECISION, table_text
+from cellsmith.cli_options import ACCELERATOR, BACKED, DEVICES, MAX_EPOCHS, MAX_STEPS, ORIENTATION, PRECISION, table_text
 app = typer.Typer(help="Bulk deconvolution: HP-VADE with an NNLS baseline.", no_args_is_help=True)
 out = Console(soft_wrap=True)
 
@@ -27,10 +27,7 @@ def train(
     progress: Optional[bool] = typer.Option(
         None, "--progress/--no-progress", help="Show the progress bar (default: the config's progress_bar)."
     ),
-    backed: bool = typer.Option(
-        False, "--backed", help="Read the reference's counts (X, CSR) from disk by blocks of cells instead of "
-        "loading them: for references larger than memory; the same model as in memory."
-    ),
+    backed: bool = BACKED,
     max_epochs: Optional[int] = MAX_EPOCHS,
     max_steps: Optional[int] = MAX_STEPS,
     accelerator: Optional[str] = ACCELERATOR,

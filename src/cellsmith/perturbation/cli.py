@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from cellsmith.cli_options import ACCELERATOR, DEVICES, MAX_EPOCHS, MAX_STEPS, PRECISION, PROGRESS, steps, table_text
+from cellsmith.cli_options import ACCELERATOR, BACKED, DEVICES, MAX_EPOCHS, MAX_STEPS, PRECISION, PROGRESS, steps, table_text
 from cellsmith.errors import InputError
 
 out = Console(soft_wrap=True)
@@ -38,9 +38,7 @@ def pretrain(
     accelerator: Optional[str] = ACCELERATOR,
     devices: Optional[str] = DEVICES,
     precision: Optional[str] = PRECISION,
-    backed: bool = typer.Option(
-        False, "--backed", help="Read the h5ad files from disk by row blocks instead of loading them (counts in X, CSR)."
-    ),
+    backed: bool = BACKED,
 ) -> None:
     """Learn one embedding per gene of the gene space from unperturbed cells."""
     from cellsmith.data import read

@@ -8,6 +8,8 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from cellsmith.cli_options import BACKED
+
 retrieve_app = typer.Typer(help="Perturbation retrieval: which perturbation produced these cells?", no_args_is_help=True)
 out = Console(soft_wrap=True)
 
@@ -34,8 +36,7 @@ def run(
     precision: Optional[str] = typer.Option(None, "--precision", help="Learned heads: 32, bf16-mixed or 16-mixed (16-mixed needs a GPU)."),
     max_epochs: Optional[int] = typer.Option(None, "--max-epochs", help="Learned heads: upper bound on training epochs (default 30)."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Learned heads: upper bound on optimiser steps (default no limit)."),
-    backed: bool = typer.Option(False, "--backed", help="Read the counts from disk by row blocks (anndata's backed "
-                                "mode) instead of loading the screen; results equal the in-memory ones."),
+    backed: bool = BACKED,
     out_dir: Path = typer.Option(..., "--out", help="Output folder (replaced only when the run succeeds)."),
 ) -> None:
     """Rank every perturbation for held-out cells and pseudo-bulks; write metrics.csv and a report."""

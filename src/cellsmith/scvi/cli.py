@@ -8,16 +8,10 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from cellsmith.cli_options import ACCELERATOR, DEVICES, MAX_EPOCHS, MAX_STEPS, PRECISION, PROGRESS, steps
+from cellsmith.cli_options import ACCELERATOR, BACKED, DEVICES, MAX_EPOCHS, MAX_STEPS, PRECISION, PROGRESS, steps
 from cellsmith.errors import InputError
 
 #: Read the h5ad block by block instead of loading it (data larger than memory).
-BACKED = typer.Option(
-    False,
-    "--backed",
-    help="Read the .h5ad from disk in row blocks instead of loading it (data larger than memory); "
-    "results equal in-memory ones up to the shuffling order.",
-)
 
 app = typer.Typer(help="Conditional scVI: train, reconstruct, counterfactual predict.", no_args_is_help=True)
 out = Console(soft_wrap=True)

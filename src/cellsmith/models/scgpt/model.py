@@ -101,16 +101,12 @@ class ContinuousValueEncoder(nn.Module):
         return self.dropout(self.norm(self.linear2(self.activation(self.linear1(x)))))
 
 
-class CategoryValueEncoder(nn.Module):
-    """Bin index -> layer-normalised embedding (``input_emb_style: category``)."""
-
-    def __init__(self, n_bins: int, d_model: int, pad_value: int):
-        super().__init__()
-        self.embedding = nn.Embedding(n_bins, d_model, padding_idx=pad_value)
-        self.enc_norm = nn.LayerNorm(d_model)
+class CategoryValueEncoder(GeneEncoder):
+    """Bin index -> layer-normalised embedding (``input_emb_style: category``): the gene
+    encoder's layout (same parameter names in the checkpoint) over bins, padding at ``pad_value``."""
 
     def forward(self, values: torch.Tensor) -> torch.Tensor:
-        return self.enc_norm(self.embedding(values.long()))
+        return super().forward(values.long())
 
 
 class EncoderLayer(nn.Module):
