@@ -233,7 +233,12 @@ def test_interrupted_command_leaves_nothing_half_written(inputs, tmp_path, signu
     out = tmp_path / "run"
     command = [sys.executable, "-m", "cellsmith.cli", "retrieve", "run", "--data", str(inputs / "screen.h5ad"),
                "--embedders", "head:pca", "--max-epochs", "500", "--out", str(out)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # A shell starts background jobs with SIGINT ignored, and Python then never turns it into
+    # KeyboardInterrupt: give the child the default disposition, as a terminal would.
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 60
     while not any(tmp_path.iterdir()) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)  # until the temporary output folder exists: the run is writing
