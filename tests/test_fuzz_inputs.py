@@ -152,7 +152,7 @@ CASES = [
     # deconvolve predict: --model folder, --bulk table
     ("decon-predict-model-missing", ["deconvolve", "predict", "--model", "{in}/absent", "--bulk", "{in}/names_only.csv", "--out", "{out}.csv"], "absent"),
     ("decon-predict-model-empty", ["deconvolve", "predict", "--model", "{in}/empty_folder", "--bulk", "{in}/names_only.csv", "--out", "{out}.csv"], "empty_folder"),
-    ("decon-predict-model-is-file", ["deconvolve", "predict", "--model", "{in}/not_a_model", "--bulk", "{in}/names_only.csv", "--out", "{out}.csv"], "not_a_model"),
+    ("decon-predict-model-is-file", ["deconvolve", "predict", "--model", "{in}/not_a_model", "--bulk", "{in}/names_only.csv", "--out", "{out}.csv"], "is a file, not a model folder"),
     ("decon-predict-names-only", ["deconvolve", "predict", "--model", "{in}/deconv_model", "--bulk", "{in}/names_only.csv", "--out", "{out}.csv"], "no values"),
     ("decon-predict-header-only", ["deconvolve", "predict", "--model", "{in}/deconv_model", "--bulk", "{in}/header_only.csv", "--out", "{out}.csv"], "no values"),
     ("decon-predict-ragged", ["deconvolve", "predict", "--model", "{in}/deconv_model", "--bulk", "{in}/ragged.csv", "--out", "{out}.csv"], "different numbers of fields"),

@@ -179,6 +179,8 @@ def read_model_dir(
         safetensors (e.g. a pickle, which is never unpickled).
     """
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ModelDirectoryError(f"{path} is a file, not a model folder; pass the --out folder of `{command}`.")
     if not path.is_dir():
         raise ModelDirectoryError(f"model folder {path} does not exist; pass the --out folder of `{command}`.")
     manifest = read_manifest(path)
