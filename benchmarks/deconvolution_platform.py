@@ -69,7 +69,9 @@ def main() -> None:
     for sd in map(float, args.sds.split(",")):
         for seed in map(int, args.seeds.split(",")):
             bulk, truth = shifted_bulk(reference, parts["test"], model.cell_types, n=args.n_samples, sd=sd, seed=seed)
-            plain, adapted = model.predict(bulk.copy()), model.predict(bulk.copy(), adapt=True)
+            # Pseudo-bulks of reference cells: each type weighs its reference counts per cell.
+            plain = model.predict(bulk.copy(), mrna_content="reference")
+            adapted = model.predict(bulk.copy(), adapt=True, mrna_content="reference")
             preds = {"HP-VADE adapt": adapted.proportions, "HP-VADE no-adapt": plain.proportions, "NNLS": plain.nnls}
             columns[f"sd {sd:g} seed {seed}"] = compare(preds, truth).pooled["ccc"]
     table = pd.DataFrame(columns)

@@ -3,7 +3,8 @@
 For each set, HP-VADE is trained (seeded) on the sorted Zheng 2017 PBMC reference restricted to
 the genes reference and bulk share (what ``cellsmith deconvolve run`` does), then the bulk is
 predicted without and with platform adaptation, each with and without the ``unknown`` fraction,
-beside NNLS. Rows: methods; columns: pooled CCC and Pearson r over (sample, type) pairs, and
+beside NNLS; HP-VADE's fractions are weighted by mRNA per cell (the default ``immune``), and one
+row keeps the reference's counts per cell (``--mrna-content reference``). Rows: methods; columns: pooled CCC and Pearson r over (sample, type) pairs, and
 per compared type its Pearson r and bias (mean predicted - mean true). With the unknown
 fraction, the types' proportions are fractions of all cells (types x (1 - unknown)), which is
 what the truth measures in whole blood and tissue. ``r_unknown`` is Pearson r between the
@@ -69,7 +70,9 @@ def method_table(
 def predictions(model: Deconvolver, bulk: ad.AnnData) -> dict[str, pd.DataFrame]:
     """Every method's proportions: HP-VADE without / with adaptation, NNLS; +/- unknown."""
     plain, adapted = model.predict(bulk.copy()), model.predict(bulk.copy(), adapt=True)
+    unweighted = model.predict(bulk.copy(), adapt=True, mrna_content="reference")
     return {
+        "HP-VADE adapt, reference mRNA + unknown": unweighted.with_unknown("hpvade"),
         "HP-VADE no-adapt": plain.proportions,
         "HP-VADE no-adapt + unknown": plain.with_unknown("hpvade"),
         "HP-VADE adapt": adapted.proportions,

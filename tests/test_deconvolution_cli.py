@@ -9,6 +9,8 @@ import yaml
 from cellsmith.data import normalize, simulate
 from cellsmith.deconvolution.evaluate import compare, read_mapping, read_truth
 
+from deconvolution_tiny import write_tiny_config
+
 
 def run_cli(*args):
     """In a fresh process, as a user runs it (error handling of cellsmith.cli.main included)."""
@@ -37,9 +39,7 @@ def files(tmp_path_factory):
     table = pd.DataFrame(bulk.X.T, index=bulk.var_names, columns=bulk.obs_names)  # genes x samples
     table.to_csv(root / "bulk.csv")
     bulk.obsm["proportions"].rename(columns={"A": "typeA"}).to_csv(root / "truth.csv")
-    config = {"n_marker_genes": None, "n_train_samples": 256, "n_val_samples": 64, "cells_per_sample": 100,
-              "max_epochs": 2, "batch_size": 64, "deconv_hidden": [32], "vae_hidden": [32], "n_latent": 8}
-    (root / "config.yaml").write_text(yaml.safe_dump(config))
+    write_tiny_config(root / "config.yaml")
     return root
 
 

@@ -17,11 +17,9 @@ from cellsmith.errors import CellsmithDeprecationWarning, GeneSpaceError, InputE
 from cellsmith.nn import LossOutput
 from cellsmith.nn.saving import read_manifest
 
-TINY = dict(
-    n_marker_genes=None, n_train_samples=256, n_val_samples=64, cells_per_sample=100,
-    max_epochs=2, patience=0, batch_size=64, deconv_hidden=[32], vae_hidden=[32], n_latent=8,
-    progress_bar=False,
-)
+from deconvolution_tiny import TINY as TINY_OPTIONS
+
+TINY = {**TINY_OPTIONS, "progress_bar": False}
 
 
 def _train(reference, **options):

@@ -4,7 +4,6 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from cellsmith.data import normalize, simulate
 from cellsmith.deconvolution import DeconvolutionConfig, Deconvolver, nnls_proportions
@@ -12,8 +11,7 @@ from cellsmith.deconvolution.adapt import adapt
 from cellsmith.deconvolution.unknown import UNKNOWN
 from cellsmith.errors import ScaleError
 
-TINY = {"n_marker_genes": None, "n_train_samples": 256, "n_val_samples": 64, "cells_per_sample": 100,
-        "max_epochs": 2, "batch_size": 64, "deconv_hidden": [32], "vae_hidden": [32], "n_latent": 8}
+from deconvolution_tiny import TINY, write_tiny_config
 
 
 def invoke(*args):
@@ -37,7 +35,7 @@ def files(tmp_path_factory):
     extra = pd.DataFrame(np.full((5, bulk.n_obs), 7.0), index=[f"EXTRA{i}" for i in range(5)], columns=table.columns)
     pd.concat([table, extra]).to_csv(root / "bulk.csv")
     bulk.obsm["proportions"].to_csv(root / "truth.csv")
-    (root / "config.yaml").write_text(yaml.safe_dump(TINY))
+    write_tiny_config(root / "config.yaml")
     return root
 
 

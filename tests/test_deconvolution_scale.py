@@ -13,11 +13,9 @@ from cellsmith.deconvolution import DeconvolutionConfig, Deconvolver
 from cellsmith.deconvolution.model import cap_per_type
 from cellsmith.deconvolution.reference import consistent_marker_scores, detection_by_type, mean_cpm_by_type
 
-TINY = dict(
-    n_marker_genes=None, n_train_samples=256, n_val_samples=64, cells_per_sample=100,
-    max_epochs=2, patience=0, batch_size=64, deconv_hidden=[32], vae_hidden=[32], n_latent=8,
-    progress_bar=False, vae_cells_per_type=150,
-)
+from deconvolution_tiny import TINY as TINY_OPTIONS, write_tiny_config
+
+TINY = {**TINY_OPTIONS, "progress_bar": False, "vae_cells_per_type": 150}
 #: Rows of the row blocks in these tests: every pass reads several blocks.
 BLOCK = 97
 
@@ -167,7 +165,7 @@ def test_cli_backed_writes_the_in_memory_model(reference, reference_file, tmp_pa
 
     from cellsmith.cli import app
 
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump({k: v for k, v in TINY.items() if k != "progress_bar"}))
+    write_tiny_config(tmp_path / "config.yaml", vae_cells_per_type=150)
     models = {}
     for flag in ([], ["--backed"]):
         out = tmp_path / f"model{len(flag)}"

@@ -12,6 +12,13 @@ from cellsmith.cli_options import ACCELERATOR, BACKED, DEVICES, MAX_EPOCHS, MAX_
 app = typer.Typer(help="Bulk deconvolution: HP-VADE with an NNLS baseline.", no_args_is_help=True)
 out = Console(soft_wrap=True)
 
+MRNA_CONTENT = typer.Option(
+    None, "--mrna-content", metavar="immune|reference|FILE",
+    help="mRNA per cell of each type in the bulk, which weights its cells: immune (measured values for "
+    "immune type names; the default), reference (the reference's counts per cell: for pseudo-bulks of its "
+    "own cells) or a .csv/.tsv/.yaml of cell type -> value. Default: the model's bulk_mrna_content.",
+)
+
 
 @app.command()
 def train(
@@ -80,15 +87,20 @@ def predict(
         "and correct for them, as `deconvolve run` does."
     ),
     orientation: str = ORIENTATION,
+    mrna_content: Optional[str] = MRNA_CONTENT,
 ) -> None:
     """Predict cell-type proportions of bulk samples (HP-VADE and NNLS, with fit quality)."""
     from cellsmith.data import read_bulk
+    from cellsmith.deconvolution.content import content_setting
     from cellsmith.deconvolution.evaluate import FIT_SUFFIX, NNLS_SUFFIX, sibling
     from cellsmith.deconvolution.model import Deconvolver
     from cellsmith.report import write_atomic_files
 
+    setting = content_setting(mrna_content) if mrna_content is not None else None
     model = Deconvolver.load(model_dir)
-    prediction = model.predict(read_bulk(bulk, orientation, genes=model.genespace.names), layer=layer, adapt=adapt)
+    prediction = model.predict(
+        read_bulk(bulk, orientation, genes=model.genespace.names), layer=layer, adapt=adapt, mrna_content=setting
+    )
     outputs = {
         out_path: prediction.proportions,
         sibling(out_path, NNLS_SUFFIX): prediction.nnls,
@@ -172,6 +184,7 @@ def run_command(
     max_epochs: Optional[int] = MAX_EPOCHS,
     accelerator: Optional[str] = ACCELERATOR,
     orientation: str = ORIENTATION,
+    mrna_content: Optional[str] = MRNA_CONTENT,
 ) -> None:
     """Reference + bulk -> proportions in one step: train on the shared genes, adapt, predict.
 
@@ -180,11 +193,13 @@ def run_command(
     """
     from cellsmith.data import read, read_bulk
     from cellsmith.deconvolution.config import DeconvolutionConfig
+    from cellsmith.deconvolution.content import content_setting
     from cellsmith.deconvolution.run import PROPORTIONS, run, write_run
     from cellsmith.deconvolution.unknown import UNKNOWN_FLAG
 
     options = DeconvolutionConfig.from_yaml(
-        config, seed=seed, progress_bar=progress, max_epochs=max_epochs, accelerator=accelerator
+        config, seed=seed, progress_bar=progress, max_epochs=max_epochs, accelerator=accelerator,
+        bulk_mrna_content=content_setting(mrna_content) if mrna_content is not None else None,
     )
     adata = read(reference)
     samples = read_bulk(bulk, orientation, genes=list(adata.var_names))

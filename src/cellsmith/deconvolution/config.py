@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from cellsmith.nn.config import TrainingConfig
@@ -49,6 +51,12 @@ class DeconvolutionConfig(TrainingConfig):
     mrna_content_weighting: bool = Field(
         True, description="Bulk reconstruction cpm((p * content) @ S.T) with each type's mean counts "
         "per cell (False: the plain p @ S.T, which treats cell fractions as read fractions)."
+    )
+    bulk_mrna_content: Literal["immune", "reference"] | dict[str, float] = Field(
+        "immune", description="mRNA per cell of each type in real bulk, which weights its cells "
+        "(cellsmith.deconvolution.content): 'immune' (measured values matched to immune type names), "
+        "'reference' (the reference's counts per cell: pseudo-bulks of its own cells) or a table "
+        "cell type -> mRNA per cell. Applied at prediction; training is unchanged."
     )
     n_latent: int = Field(32, ge=1)
     vae_hidden: list[int] = Field(default_factory=lambda: [256])

@@ -16,7 +16,7 @@ import functools
 import json
 import types
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from cellsmith.data.splits import split_indices
 from cellsmith.deconvolution.adapt import adapt as adapt_platform
 from cellsmith.deconvolution.bulk_input import require_linear_bulk
 from cellsmith.deconvolution.config import DeconvolutionConfig
+from cellsmith.deconvolution.content import REFERENCE, bulk_content, reweight
 from cellsmith.deconvolution.module import HPVADE
 from cellsmith.deconvolution.nnls import nnls_proportions
 from cellsmith.deconvolution.plan import HPVADEPlan
@@ -98,12 +99,17 @@ class Prediction:
         :data:`~cellsmith.deconvolution.unknown.UNKNOWN_FLAG`).
     platform
         Gene-wise natural-log platform factors (bulk over reference) when adaptation ran.
+    mrna_content
+        When HP-VADE's cell fractions were re-weighted to the bulk's mRNA per cell
+        (:mod:`cellsmith.deconvolution.content`): per type, ``reference`` (counts per cell in the
+        reference) and ``bulk`` (mRNA per cell), each relative to its mean.
     """
 
     proportions: pd.DataFrame
     nnls: pd.DataFrame
     fit: pd.DataFrame
     platform: pd.Series | None = None
+    mrna_content: pd.DataFrame | None = None
 
     def with_unknown(self, method: str = "hpvade") -> pd.DataFrame:
         """Proportions of ``method`` (``hpvade`` or ``nnls``) over the cell types and ``unknown``
@@ -262,6 +268,8 @@ class Deconvolver(CellsmithModel):
             "counts_layer": counts_layer,
             "cell_types": cell_types,
             "mrna_content": [float(c) for c in content],
+            # Over every training gene: what a type's cells weigh in a pseudo-bulk (content.py).
+            "counts_per_cell": [float(c) for c in universe.totals],
         }
         self.module = build_module(config, self.reference_signature, content)
         self._fit(counts, labels, train_cells, val_cells)
@@ -385,10 +393,12 @@ class Deconvolver(CellsmithModel):
         *,
         adapt: bool = False,
         bulk_linear: tuple[np.ndarray, np.ndarray] | None = None,
+        content: np.ndarray | None = None,
     ) -> Prediction:
         """Both methods on ``bulk_cpm``; ``adapt``: HP-VADE with platform adaptation;
         ``bulk_linear``: the bulk's linear values on the model's genes and on the anchors, for
-        the unknown fraction."""
+        the unknown fraction; ``content``: the bulk's mRNA per cell type, to re-weight HP-VADE's
+        cell fractions to (None: the reference's counts per cell)."""
         platform = None
         if adapt:
             adapted = adapt_platform(bulk_cpm, self._network_fit)
@@ -410,12 +420,34 @@ class Deconvolver(CellsmithModel):
             for method, p in (("hpvade", props), ("nnls", nnls)):
                 fit[f"{UNKNOWN}_{method}"] = self._unknown(p, *bulk_linear)
             fit["unknown_flag"] = fit[f"{UNKNOWN}_hpvade"] > UNKNOWN_FLAG
+        # After the unknown fraction, which needs the network's own (reference-weighted) fractions.
+        counts = np.asarray(self.setup.get("counts_per_cell", []), dtype=np.float64)
+        mrna_content = None
+        if content is not None:
+            props = reweight(props, counts, content)
+            mrna_content = pd.DataFrame(
+                {"reference": counts / counts.mean(), "bulk": content / content.mean()}, index=self.cell_types
+            )
         return Prediction(
             proportions=pd.DataFrame(props, index=index, columns=self.cell_types),
             nnls=pd.DataFrame(nnls, index=index, columns=self.cell_types),
             fit=fit,
             platform=platform,
+            mrna_content=mrna_content,
         )
+
+    def bulk_content(self, setting: str | Mapping[str, float] | None = None) -> np.ndarray | None:
+        """The bulk's mRNA per cell type for ``setting`` (None: the config's
+        ``bulk_mrna_content``); None when the fractions keep the reference's weights."""
+        setting = self.config.bulk_mrna_content if setting is None else setting
+        content = bulk_content(self.cell_types, setting)
+        if content is not None and "counts_per_cell" not in self.setup:
+            logger.warning(
+                "this model was trained by an earlier cellsmith and lacks its counts per cell: proportions "
+                "are not weighted by mRNA per cell; train it again to weight them"
+            )
+            return None
+        return content
 
     def _unknown(self, proportions: np.ndarray, markers: np.ndarray, anchors: np.ndarray) -> np.ndarray:
         content = np.asarray(self.setup["mrna_content"], dtype=np.float64)
@@ -464,7 +496,14 @@ class Deconvolver(CellsmithModel):
             anchors[:, present] = _dense(values[:, position[present]])
         return x, anchors
 
-    def predict(self, bulk: ad.AnnData, *, layer: str | None = None, adapt: bool = False) -> Prediction:
+    def predict(
+        self,
+        bulk: ad.AnnData,
+        *,
+        layer: str | None = None,
+        adapt: bool = False,
+        mrna_content: str | Mapping[str, float] | None = None,
+    ) -> Prediction:
         """Cell-type proportions of each bulk sample by HP-VADE and by NNLS.
 
         Parameters
@@ -477,6 +516,11 @@ class Deconvolver(CellsmithModel):
         adapt
             Estimate gene-wise platform factors from these samples and correct for them
             (:mod:`cellsmith.deconvolution.adapt`); NNLS stays the plain baseline.
+        mrna_content
+            ``immune``, ``reference`` or a table type -> mRNA per cell, overriding the config's
+            ``bulk_mrna_content`` (:mod:`cellsmith.deconvolution.content`). Pseudo-bulks made
+            by :func:`cellsmith.data.pseudobulk.pseudobulk` (``uns["pseudobulk"]``) default to
+            ``reference``: their cells carry the reference's counts.
 
         Returns
         -------
@@ -488,7 +532,8 @@ class Deconvolver(CellsmithModel):
         """
         markers, anchors = self._linear_bulk(bulk, layer=layer)
         prediction = self._predict_cpm(
-            normalize.cpm(markers), index=bulk.obs_names, adapt=adapt, bulk_linear=(markers, anchors)
+            normalize.cpm(markers), index=bulk.obs_names, adapt=adapt, bulk_linear=(markers, anchors),
+            content=self.bulk_content(_content_for(bulk, mrna_content)),
         )
         bulk.obsm[OBSM_HPVADE] = prediction.proportions
         bulk.obsm[OBSM_NNLS] = prediction.nnls
@@ -496,12 +541,20 @@ class Deconvolver(CellsmithModel):
         bulk.obs[OBS_FIT_NNLS] = prediction.fit["r2_log_nnls"].to_numpy()
         return prediction
 
-    def evaluate(self, bulk: ad.AnnData, truth: pd.DataFrame, *, mapping=None, layer: str | None = None):
-        """Predict ``bulk`` and compare HP-VADE and NNLS with ``truth`` (see
+    def evaluate(
+        self,
+        bulk: ad.AnnData,
+        truth: pd.DataFrame,
+        *,
+        mapping=None,
+        layer: str | None = None,
+        mrna_content: str | Mapping[str, float] | None = None,
+    ):
+        """Predict ``bulk`` (as :meth:`predict`) and compare HP-VADE and NNLS with ``truth`` (see
         :func:`cellsmith.deconvolution.evaluate.compare`)."""
         from cellsmith.deconvolution.evaluate import compare
 
-        prediction = self.predict(bulk, layer=layer)
+        prediction = self.predict(bulk, layer=layer, mrna_content=mrna_content)
         return compare({"HP-VADE": prediction.proportions, "NNLS": prediction.nnls}, truth, mapping=mapping)
 
     # ------------------------------------------------------------------ persistence
@@ -581,6 +634,14 @@ class Deconvolver(CellsmithModel):
         return ModelFiles(
             path=path, config=config, setup=setup, weights=weights, genespace=GeneSpace.read(path / "genespace.json")
         )
+
+
+def _content_for(bulk: ad.AnnData, setting: str | Mapping[str, float] | None) -> str | Mapping[str, float] | None:
+    """``setting``, or ``reference`` for a cellsmith pseudo-bulk when none is given."""
+    if setting is None and "pseudobulk" in bulk.uns:
+        logger.info("bulk is a pseudo-bulk of reference cells (uns['pseudobulk']): types keep the reference's weights")
+        return REFERENCE
+    return setting
 
 
 def _dense(x) -> np.ndarray:

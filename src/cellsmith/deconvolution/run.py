@@ -6,7 +6,8 @@ the ``unknown`` fraction, and writes the outputs folder atomically:
 
 - ``proportions.csv``: one row per sample, one column per cell type plus ``unknown``;
 - ``proportions.nnls.csv``: the NNLS baseline, same columns;
-- ``proportions.no-adapt.csv``: HP-VADE without adaptation (when adaptation ran);
+- ``proportions.no-adapt.csv``: the reference row, HP-VADE as cellsmith 0.1 ran it: no
+  adaptation, each type weighted by its reference counts per cell (written when it differs);
 - ``fit.csv``: per-sample fit quality, unknown fractions and their flag;
 - ``platform.csv``: the estimated gene-wise platform factors (when adaptation ran);
 - ``report.html``: all of it as tables and figures; ``model/``: the trained model.
@@ -23,6 +24,7 @@ import pandas as pd
 
 from cellsmith.deconvolution.bulk_input import require_linear_bulk
 from cellsmith.deconvolution.config import DeconvolutionConfig
+from cellsmith.deconvolution.content import REFERENCE
 from cellsmith.deconvolution.evaluate import NNLS_SUFFIX, NO_ADAPT_SUFFIX, RUN_FIT, sibling
 from cellsmith.deconvolution.model import Deconvolver, Prediction
 from cellsmith.deconvolution.unknown import UNKNOWN, UNKNOWN_FLAG
@@ -44,7 +46,8 @@ class RunResult:
     prediction
         With adaptation (or without, when it was turned off).
     no_adapt
-        Without adaptation; None when ``prediction`` already is.
+        The reference row: without adaptation and without mRNA re-weighting; None when
+        ``prediction`` already is that.
     shared_genes
         Genes reference and bulk have in common (training was restricted to them).
     """
@@ -92,7 +95,8 @@ def run(
         reference, cell_type_key=cell_type_key, counts_layer=counts_layer, genes=list(shared)
     )
     prediction = model.predict(bulk.copy(), adapt=adapt)
-    no_adapt = model.predict(bulk.copy()) if adapt else None
+    reference_row = model.predict(bulk.copy(), mrna_content=REFERENCE)
+    no_adapt = reference_row if adapt or prediction.mrna_content is not None else None
     return RunResult(model, prediction, no_adapt, len(shared))
 
 
@@ -153,11 +157,22 @@ def run_report(result: RunResult, *, bulk_name: str = "bulk") -> Report:
     report.text(
         "unknown: share of the bulk the reference's cell types do not explain (cells absent from the "
         f"reference, e.g. neutrophils in whole blood, tumour cells); samples above {UNKNOWN_FLAG:g} are "
-        "flagged in fit.csv. NNLS is the plain baseline; --no-adapt is HP-VADE without platform adaptation.",
+        "flagged in fit.csv. NNLS is the plain baseline; --no-adapt is HP-VADE as cellsmith 0.1 ran it (no platform "
+        "adaptation, types weighted by their reference counts per cell).",
         css_class="note",
     )
     report.table(means)
     report.figure(proportions_figure(frames), caption="Proportions per sample (grey: unknown).")
+    if prediction.mrna_content is not None:
+        report.heading("mRNA per cell")
+        report.text(
+            "HP-VADE learns cell fractions from pseudo-bulks, where each type weighs its counts per cell in the "
+            "single-cell reference; in the bulk it weighs its mRNA per cell. Its fractions were re-weighted by "
+            "reference / bulk (columns relative to their mean; --mrna-content reference turns this off). "
+            "NNLS is not re-weighted.",
+            css_class="note",
+        )
+        report.table(prediction.mrna_content.round(3))
     report.heading("Fit per sample")
     report.table(prediction.fit)
     if prediction.platform is not None:
