@@ -255,3 +255,24 @@ def test_dense_reference_counts_train(reference):
     dense.X = dense.X.toarray()
     model = _train(dense, max_epochs=1)
     assert model.predict(_bulk(reference)).proportions.shape == (20, 3)
+
+
+def test_training_noise_sd_is_fixed_or_drawn_per_sample():
+    from types import SimpleNamespace
+
+    from cellsmith.deconvolution.plan import HPVADEPlan
+
+    bulk = torch.full((400, 300), 1e6 / 300)
+
+    def spreads(setting):
+        plan = SimpleNamespace(config=DeconvolutionConfig(gene_noise_sd=setting))
+        torch.manual_seed(0)
+        return torch.log(HPVADEPlan._augment(plan, bulk)).std(dim=1).numpy()
+
+    fixed = spreads(0.3)
+    np.testing.assert_allclose(fixed, 0.3, atol=0.05)  # every sample: SD 0.3
+    ranged = spreads([0.0, 0.8])
+    assert ranged.min() < 0.1 and ranged.max() > 0.7  # each sample draws its own SD in [0, 0.8]
+    np.testing.assert_array_equal(spreads(0.0), 0.0)
+    with pytest.raises(ValueError, match="low <= high"):
+        DeconvolutionConfig(gene_noise_sd=[0.5, 0.1])

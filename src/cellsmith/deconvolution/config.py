@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from cellsmith.nn.config import TrainingConfig
 
@@ -42,10 +42,21 @@ class DeconvolutionConfig(TrainingConfig):
         "per type, drawn with the seed, sparse (bounds its memory on large references; pseudo-bulks "
         "still draw from every cell)."
     )
-    gene_noise_sd: float = Field(
-        0.3, ge=0, description="SD of per-sample, per-gene log-normal factors on training pseudo-bulk "
-        "(re-drawn every batch): sample-to-sample and protocol variation the reference cells lack."
+    gene_noise_sd: float | tuple[float, float] = Field(
+        (0.0, 0.8), description="SD of per-sample, per-gene log-normal factors on training pseudo-bulk "
+        "(re-drawn every batch): sample-to-sample and platform variation the reference cells lack. A "
+        "number: every sample gets that SD (cellsmith <= 0.2 used 0.3); a pair [low, high]: each sample "
+        "draws its SD uniformly in that range, so that every batch has near-clean and strongly shifted "
+        "samples (measured: robust to platform factors of SD 1 without losing held-out accuracy)."
     )
+
+    @field_validator("gene_noise_sd")
+    @classmethod
+    def _noise_range(cls, value: float | tuple[float, float]) -> float | tuple[float, float]:
+        low, high = (value, value) if isinstance(value, (int, float)) else value
+        if not 0 <= low <= high:
+            raise ValueError(f"needs 0 <= low <= high, got {value}")
+        return value
 
     # Model.
     mrna_content_weighting: bool = Field(

@@ -82,8 +82,8 @@ class HPVADEPlan(TrainingPlan):
     """Trains :class:`HPVADE` on (bulk CPM, true proportions) batches plus cell batches.
 
     What differs from the base plan: training bulk is augmented (``config.gene_noise_sd``:
-    per-sample, per-gene ``exp(N(0, sd))`` factors, re-normalised to CPM; validation bulk is left
-    as simulated), every bulk batch comes with ``config.cell_batch_size`` cells for the VAE branch
+    per-sample, per-gene ``exp(N(0, sd))`` factors with ``sd`` fixed or drawn per sample from a
+    range, re-normalised to CPM; validation bulk is left as simulated), every bulk batch comes with ``config.cell_batch_size`` cells for the VAE branch
     (random in training, a fixed sequence in validation), log S has no weight decay, the learning
     rate halves after ``config.lr_patience`` epochs without a better validation loss, and the
     first training batch is checked (:func:`first_batch_diagnostics`).
@@ -114,9 +114,16 @@ class HPVADEPlan(TrainingPlan):
         self._val_batch = 0
 
     def _augment(self, bulk_cpm: torch.Tensor) -> torch.Tensor:
-        if self.config.gene_noise_sd <= 0:
+        setting = self.config.gene_noise_sd
+        low, high = (setting, setting) if isinstance(setting, (int, float)) else setting
+        if high <= 0:
             return bulk_cpm
-        noise = torch.randn_like(bulk_cpm) * self.config.gene_noise_sd
+        if low == high:
+            noise = torch.randn_like(bulk_cpm) * high
+        else:
+            # One SD per sample, uniform in [low, high], drawn on the CPU from the epoch's seed.
+            sd = low + (high - low) * torch.rand(bulk_cpm.shape[0], 1)
+            noise = torch.randn_like(bulk_cpm) * sd.to(device=bulk_cpm.device, dtype=bulk_cpm.dtype)
         return normalize.cpm(bulk_cpm * noise.exp())
 
     def _cell_batch(self, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
