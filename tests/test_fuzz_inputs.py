@@ -158,6 +158,8 @@ CASES = [
     ("decon-predict-ragged", ["deconvolve", "predict", "--model", "{in}/deconv_model", "--bulk", "{in}/ragged.csv", "--out", "{out}.csv"], "different numbers of fields"),
     ("decon-predict-prose", ["deconvolve", "predict", "--model", "{in}/deconv_model", "--bulk", "{in}/prose.txt", "--out", "{out}.csv"], "prose.txt"),
     ("decon-predict-pipes", ["deconvolve", "predict", "--model", "{in}/deconv_model", "--bulk", "{in}/pipe_separated.txt", "--out", "{out}.csv"], "no values"),
+    ("decon-predict-mrna-content-missing", ["deconvolve", "predict", "--model", "{in}/deconv_model", "--bulk", "{in}/pipe_separated.txt", "--mrna-content", "{in}/absent.yaml", "--out", "{out}.csv"], "absent.yaml"),
+    ("decon-predict-mrna-content-prose", ["deconvolve", "predict", "--model", "{in}/deconv_model", "--bulk", "{in}/pipe_separated.txt", "--mrna-content", "{in}/prose.txt", "--out", "{out}.csv"], "prose.txt"),
     ("decon-predict-nan", ["deconvolve", "predict", "--model", "{in}/deconv_model", "--bulk", "{in}/nan.csv", "--out", "{out}.csv"], "NA values"),
     ("decon-predict-dup-genes", ["deconvolve", "predict", "--model", "{in}/deconv_model", "--bulk", "{in}/dup_genes.csv", "--out", "{out}.csv"], "duplicated gene names"),
     ("decon-predict-dup-columns", ["deconvolve", "predict", "--model", "{in}/deconv_model", "--bulk", "{in}/dup_columns.csv", "--out", "{out}.csv"], "repeats column names"),

@@ -47,8 +47,9 @@ def workflow_reports(work: Path) -> dict[str, Path]:
     (work / "deconv.yaml").write_text(yaml.safe_dump(config))
     cellsmith("deconvolve", "train", "--reference", work / "cells.h5ad", "--cell-type-key", "cell_type",
               "--config", work / "deconv.yaml", "--out", work / "deconv_model")
+    # Pseudo-bulks of the reference's own cells: each type keeps its reference counts per cell.
     cellsmith("deconvolve", "predict", "--model", work / "deconv_model", "--bulk", work / "bulk.csv",
-              "--out", work / "props.csv")
+              "--mrna-content", "reference", "--out", work / "props.csv")
     cellsmith("deconvolve", "evaluate", "--pred", work / "props.csv", "--truth", work / "truth.csv",
               "--model", work / "deconv_model", "--out", work / "deconv_eval")
 
