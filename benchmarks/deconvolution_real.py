@@ -3,11 +3,13 @@
 For each set, HP-VADE is trained (seeded) on the sorted Zheng 2017 PBMC reference restricted to
 the genes reference and bulk share (what ``cellsmith deconvolve run`` does), then the bulk is
 predicted without and with platform adaptation, each with and without the ``unknown`` fraction,
-beside NNLS; HP-VADE's fractions are weighted by mRNA per cell (the default ``immune``), and one
-row keeps the reference's counts per cell (``--mrna-content reference``). Rows: methods; columns: pooled CCC and Pearson r over (sample, type) pairs, and
-per compared type its Pearson r and bias (mean predicted - mean true). With the unknown
-fraction, the types' proportions are fractions of all cells (types x (1 - unknown)), which is
-what the truth measures in whole blood and tissue. ``r_unknown`` is Pearson r between the
+beside NNLS. HP-VADE's fractions are weighted by mRNA per cell (the default ``immune``); one row
+keeps the reference's counts per cell (``--mrna-content reference``), one gives the unknown cells a
+neutrophil's mRNA per cell (``--unknown-mrna 0.13``, what a user would set for whole blood).
+Rows: methods; columns: pooled CCC and Pearson r over (sample, type) pairs, and per compared
+type its Pearson r and bias (mean predicted - mean true). With the unknown fraction, the types'
+proportions are fractions of all cells (types x (1 - unknown)), which is what the truth measures
+in whole blood and tissue. ``r_unknown`` is Pearson r between the
 unknown fraction and the measured cells the reference lacks (neutrophils, cancer + other).
 
     .venv/bin/python benchmarks/deconvolution_real.py [--sets hoek2015,GSE127813] [--seeds 0[,1,2]]
@@ -71,8 +73,10 @@ def predictions(model: Deconvolver, bulk: ad.AnnData) -> dict[str, pd.DataFrame]
     """Every method's proportions: HP-VADE without / with adaptation, NNLS; +/- unknown."""
     plain, adapted = model.predict(bulk.copy()), model.predict(bulk.copy(), adapt=True)
     unweighted = model.predict(bulk.copy(), adapt=True, mrna_content="reference")
+    neutrophil_like = model.predict(bulk.copy(), adapt=True, unknown_mrna=0.13)
     return {
         "HP-VADE adapt, reference mRNA + unknown": unweighted.with_unknown("hpvade"),
+        "HP-VADE adapt + unknown, --unknown-mrna 0.13": neutrophil_like.with_unknown("hpvade"),
         "HP-VADE no-adapt": plain.proportions,
         "HP-VADE no-adapt + unknown": plain.with_unknown("hpvade"),
         "HP-VADE adapt": adapted.proportions,

@@ -137,3 +137,30 @@ def test_cellsmith_pseudobulks_keep_reference_weights_by_default(immune_model):
     measured = bulk.copy()
     del measured.uns["pseudobulk"]  # a bulk from elsewhere: the config's default, immune
     assert model.predict(measured).mrna_content is not None
+
+
+def test_unknown_share_of_reads_becomes_share_of_cells():
+    from cellsmith.deconvolution.content import BulkContent, unknown_cells, unknown_mrna_for
+
+    # 20% of reads from cells with half the known cells' mRNA: 0.2 / 0.2 against 0.8 / 0.4, a third of cells.
+    p = np.array([[0.5, 0.5], [1.0, 0.0]])
+    content = BulkContent(np.array([0.4, 0.4]), unknown=0.2)
+    np.testing.assert_allclose(unknown_cells(np.array([0.2, 0.0]), p, content), [1.0 / (1.0 + 2.0), 0.0])
+    np.testing.assert_allclose(unknown_cells(np.array([0.2]), p[:1], BulkContent(np.ones(2))), [0.2])
+    assert unknown_mrna_for("immune") == DEFAULT_MRNA and unknown_mrna_for("reference") is None
+    assert unknown_mrna_for({"x": 1.0, "unknown": 0.13}) == 0.13 and unknown_mrna_for({"x": 1.0}) is None
+    assert unknown_mrna_for("immune", 0.13) == 0.13
+    with pytest.raises(ConfigError, match="must be > 0"):
+        unknown_mrna_for("immune", 0.0)
+
+
+def test_model_converts_its_unknown_with_the_unknown_cells_mrna(immune_model):
+    model, bulk = immune_model
+    measured = bulk.copy()
+    del measured.uns["pseudobulk"]
+    reads = model.predict(measured.copy(), mrna_content="reference").fit["unknown_hpvade"]
+    low = model.predict(measured.copy(), unknown_mrna=0.13)
+    assert low.mrna_content.loc["unknown", "bulk"] == pytest.approx(0.13 / np.mean([B, LYMPH_T, MONO]))
+    # Fewer mRNA per unknown cell: more unknown cells for the same reads (never fewer).
+    assert (low.fit["unknown_hpvade"] >= reads - 1e-12).all()
+    np.testing.assert_allclose(low.with_unknown().sum(axis=1), 1.0)

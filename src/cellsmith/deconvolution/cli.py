@@ -12,6 +12,11 @@ from cellsmith.cli_options import ACCELERATOR, BACKED, DEVICES, MAX_EPOCHS, MAX_
 app = typer.Typer(help="Bulk deconvolution: HP-VADE with an NNLS baseline.", no_args_is_help=True)
 out = Console(soft_wrap=True)
 
+UNKNOWN_MRNA = typer.Option(
+    None, "--unknown-mrna", help="mRNA per cell of the cells the reference lacks, on the scale of "
+    "--mrna-content (default 0.4, a typical cell, with immune): 0.13 suits neutrophils in whole blood. The "
+    "unknown column is then a share of such cells.",
+)
 MRNA_CONTENT = typer.Option(
     None, "--mrna-content", metavar="immune|reference|FILE",
     help="mRNA per cell of each type in the bulk, which weights its cells: immune (measured values for "
@@ -88,6 +93,7 @@ def predict(
     ),
     orientation: str = ORIENTATION,
     mrna_content: Optional[str] = MRNA_CONTENT,
+    unknown_mrna: Optional[float] = UNKNOWN_MRNA,
 ) -> None:
     """Predict cell-type proportions of bulk samples (HP-VADE and NNLS, with fit quality)."""
     from cellsmith.data import read_bulk
@@ -99,7 +105,8 @@ def predict(
     setting = content_setting(mrna_content) if mrna_content is not None else None
     model = Deconvolver.load(model_dir)
     prediction = model.predict(
-        read_bulk(bulk, orientation, genes=model.genespace.names), layer=layer, adapt=adapt, mrna_content=setting
+        read_bulk(bulk, orientation, genes=model.genespace.names), layer=layer, adapt=adapt, mrna_content=setting,
+        unknown_mrna=unknown_mrna,
     )
     outputs = {
         out_path: prediction.proportions,
@@ -185,6 +192,7 @@ def run_command(
     accelerator: Optional[str] = ACCELERATOR,
     orientation: str = ORIENTATION,
     mrna_content: Optional[str] = MRNA_CONTENT,
+    unknown_mrna: Optional[float] = UNKNOWN_MRNA,
 ) -> None:
     """Reference + bulk -> proportions in one step: train on the shared genes, adapt, predict.
 
@@ -200,6 +208,7 @@ def run_command(
     options = DeconvolutionConfig.from_yaml(
         config, seed=seed, progress_bar=progress, max_epochs=max_epochs, accelerator=accelerator,
         bulk_mrna_content=content_setting(mrna_content) if mrna_content is not None else None,
+        unknown_mrna=unknown_mrna,
     )
     adata = read(reference)
     samples = read_bulk(bulk, orientation, genes=list(adata.var_names))

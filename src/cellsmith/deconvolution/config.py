@@ -69,6 +69,11 @@ class DeconvolutionConfig(TrainingConfig):
         "'reference' (the reference's counts per cell: pseudo-bulks of its own cells) or a table "
         "cell type -> mRNA per cell. Applied at prediction; training is unchanged."
     )
+    unknown_mrna: float | None = Field(
+        None, gt=0, description="mRNA per cell of the cells the reference lacks, on the scale of "
+        "bulk_mrna_content (None: 0.4, a typical cell, with 'immune'; a table's 'unknown' entry). 0.13 "
+        "suits neutrophils in whole blood. The unknown fraction is then a share of such cells."
+    )
     n_latent: int = Field(32, ge=1)
     vae_hidden: list[int] = Field(default_factory=lambda: [256])
     deconv_hidden: list[int] = Field(default_factory=lambda: [512, 256])

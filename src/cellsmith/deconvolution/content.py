@@ -17,7 +17,13 @@ Settings (``DeconvolutionConfig.bulk_mrna_content``, ``--mrna-content``):
   type that matches none (dendritic cells, platelets) gets :data:`DEFAULT_MRNA`, as EPIC does,
   with a warning; when most types match none (not an immune reference), nothing is re-weighted;
 - ``reference``: no re-weighting: right for pseudo-bulks made from the reference's own cells;
-- a mapping ``cell type -> mRNA per cell`` (relative; every type of the model).
+- a mapping ``cell type -> mRNA per cell`` (relative; every type of the model, and optionally
+  ``unknown``).
+
+The ``unknown`` fraction is first estimated as a share of the bulk's reads; with mRNA weights it
+becomes a share of cells whose mRNA per cell is ``unknown_mrna`` (default: :data:`DEFAULT_MRNA`, a
+typical cell, as EPIC assumes for "other cells"; the table's ``unknown`` entry; 0.13 suits
+neutrophils in whole blood). Without weights the unknown cells carry the known cells' mean.
 
 Measured on the shared real sets (``benchmarks/deconvolution_real.py``): hoek2015 PBMC pooled
 CCC 0.88 -> 0.97 (3 seeds); the monocytes' level bias fell on all four sets.
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -34,6 +41,17 @@ from cellsmith._logging import logger
 from cellsmith.errors import ConfigError
 
 IMMUNE, REFERENCE = "immune", "reference"
+#: Key of the unknown cells' mRNA per cell in a content table.
+UNKNOWN_KEY = "unknown"
+
+
+@dataclass
+class BulkContent:
+    """mRNA per cell in the bulk: ``types`` ``(n_types,)`` in the model's order, and ``unknown``
+    for the cells the reference lacks (None: the known cells' mean), on the same scale."""
+
+    types: np.ndarray
+    unknown: float | None = None
 
 #: Relative mRNA per cell of immune types, measured by Racle et al. 2017 (Table in EPIC's
 #: ``mRNA_cell_default``), keyed by a pattern matched against a lower-cased type name whose
@@ -111,6 +129,32 @@ def bulk_content(
             + f"; give a positive mRNA per cell for every cell type of the model ({', '.join(cell_types)})."
         )
     return np.asarray([float(table[t]) for t in cell_types], dtype=np.float64)
+
+
+def unknown_mrna_for(setting: str | Mapping[str, float], override: float | None = None) -> float | None:
+    """The unknown cells' mRNA per cell for ``setting``: ``override``, else :data:`DEFAULT_MRNA`
+    with ``immune``, the table's ``unknown`` entry, or None (the known cells' mean)."""
+    if override is not None:
+        if not (np.isfinite(override) and override > 0):
+            raise ConfigError(f"unknown_mrna must be > 0 (mRNA per cell of the unknown cells), found {override}.")
+        return float(override)
+    if isinstance(setting, str):
+        return DEFAULT_MRNA if setting == IMMUNE else None
+    value = {str(k): v for k, v in setting.items()}.get(UNKNOWN_KEY)
+    if value is not None and not (np.isfinite(value) and value > 0):
+        raise ConfigError(f"bulk_mrna_content: the '{UNKNOWN_KEY}' entry must be > 0, found {value}.")
+    return None if value is None else float(value)
+
+
+def unknown_cells(read_share: np.ndarray, proportions: np.ndarray, content: BulkContent) -> np.ndarray:
+    """The unknown's share of reads -> share of cells: its cells carry ``content.unknown`` mRNA,
+    the known cells ``proportions @ content.types`` (unchanged when ``content.unknown`` is None)."""
+    read_share = np.asarray(read_share, dtype=np.float64)
+    if content.unknown is None:
+        return read_share
+    unknown = read_share / content.unknown
+    known = (1.0 - read_share) / (np.asarray(proportions, dtype=np.float64) @ content.types)
+    return np.divide(unknown, unknown + known, out=np.zeros_like(unknown), where=unknown + known > 0)
 
 
 def reweight(proportions: np.ndarray, reference_counts: np.ndarray, content: np.ndarray | None) -> np.ndarray:

@@ -38,7 +38,7 @@ from cellsmith.data.splits import split_indices
 from cellsmith.deconvolution.adapt import adapt as adapt_platform
 from cellsmith.deconvolution.bulk_input import require_linear_bulk
 from cellsmith.deconvolution.config import DeconvolutionConfig
-from cellsmith.deconvolution.content import REFERENCE, bulk_content, reweight
+from cellsmith.deconvolution.content import REFERENCE, BulkContent, bulk_content, reweight, unknown_cells, unknown_mrna_for
 from cellsmith.deconvolution.module import HPVADE
 from cellsmith.deconvolution.nnls import nnls_proportions
 from cellsmith.deconvolution.plan import HPVADEPlan
@@ -102,7 +102,8 @@ class Prediction:
     mrna_content
         When HP-VADE's cell fractions were re-weighted to the bulk's mRNA per cell
         (:mod:`cellsmith.deconvolution.content`): per type, ``reference`` (counts per cell in the
-        reference) and ``bulk`` (mRNA per cell), each relative to its mean.
+        reference) and ``bulk`` (mRNA per cell), each relative to its types' mean; row
+        ``unknown``: the unknown cells' mRNA per cell, when set.
     """
 
     proportions: pd.DataFrame
@@ -393,12 +394,12 @@ class Deconvolver(CellsmithModel):
         *,
         adapt: bool = False,
         bulk_linear: tuple[np.ndarray, np.ndarray] | None = None,
-        content: np.ndarray | None = None,
+        content: BulkContent | None = None,
     ) -> Prediction:
         """Both methods on ``bulk_cpm``; ``adapt``: HP-VADE with platform adaptation;
         ``bulk_linear``: the bulk's linear values on the model's genes and on the anchors, for
-        the unknown fraction; ``content``: the bulk's mRNA per cell type, to re-weight HP-VADE's
-        cell fractions to (None: the reference's counts per cell)."""
+        the unknown fraction; ``content``: the bulk's mRNA per cell, to re-weight HP-VADE's cell
+        fractions and unknown share to (None: the reference's counts per cell)."""
         platform = None
         if adapt:
             adapted = adapt_platform(bulk_cpm, self._network_fit)
@@ -416,18 +417,25 @@ class Deconvolver(CellsmithModel):
             },
             index=index,
         )
-        if bulk_linear is not None and self.anchors is not None:
+        has_unknown = bulk_linear is not None and self.anchors is not None
+        if has_unknown:
             for method, p in (("hpvade", props), ("nnls", nnls)):
                 fit[f"{UNKNOWN}_{method}"] = self._unknown(p, *bulk_linear)
-            fit["unknown_flag"] = fit[f"{UNKNOWN}_hpvade"] > UNKNOWN_FLAG
         # After the unknown fraction, which needs the network's own (reference-weighted) fractions.
         counts = np.asarray(self.setup.get("counts_per_cell", []), dtype=np.float64)
         mrna_content = None
         if content is not None:
-            props = reweight(props, counts, content)
+            props = reweight(props, counts, content.types)
             mrna_content = pd.DataFrame(
-                {"reference": counts / counts.mean(), "bulk": content / content.mean()}, index=self.cell_types
+                {"reference": counts / counts.mean(), "bulk": content.types / content.types.mean()},
+                index=self.cell_types,
             )
+            if content.unknown is not None:
+                mrna_content.loc[UNKNOWN] = [np.nan, content.unknown / content.types.mean()]
+            if has_unknown:  # NNLS's stays a share of reads, like its unweighted fractions
+                fit[f"{UNKNOWN}_hpvade"] = unknown_cells(fit[f"{UNKNOWN}_hpvade"].to_numpy(), props, content)
+        if has_unknown:
+            fit["unknown_flag"] = fit[f"{UNKNOWN}_hpvade"] > UNKNOWN_FLAG
         return Prediction(
             proportions=pd.DataFrame(props, index=index, columns=self.cell_types),
             nnls=pd.DataFrame(nnls, index=index, columns=self.cell_types),
@@ -436,18 +444,24 @@ class Deconvolver(CellsmithModel):
             mrna_content=mrna_content,
         )
 
-    def bulk_content(self, setting: str | Mapping[str, float] | None = None) -> np.ndarray | None:
-        """The bulk's mRNA per cell type for ``setting`` (None: the config's
-        ``bulk_mrna_content``); None when the fractions keep the reference's weights."""
+    def bulk_content(
+        self, setting: str | Mapping[str, float] | None = None, unknown_mrna: float | None = None
+    ) -> BulkContent | None:
+        """The bulk's mRNA per cell for ``setting`` and ``unknown_mrna`` (None: the config's
+        ``bulk_mrna_content`` / ``unknown_mrna``); None when the fractions keep the reference's
+        weights."""
         setting = self.config.bulk_mrna_content if setting is None else setting
-        content = bulk_content(self.cell_types, setting)
-        if content is not None and "counts_per_cell" not in self.setup:
+        types = bulk_content(self.cell_types, setting)
+        if types is not None and "counts_per_cell" not in self.setup:
             logger.warning(
                 "this model was trained by an earlier cellsmith and lacks its counts per cell: proportions "
                 "are not weighted by mRNA per cell; train it again to weight them"
             )
             return None
-        return content
+        if types is None:
+            return None
+        unknown = unknown_mrna_for(setting, self.config.unknown_mrna if unknown_mrna is None else unknown_mrna)
+        return BulkContent(types, unknown)
 
     def _unknown(self, proportions: np.ndarray, markers: np.ndarray, anchors: np.ndarray) -> np.ndarray:
         content = np.asarray(self.setup["mrna_content"], dtype=np.float64)
@@ -503,6 +517,7 @@ class Deconvolver(CellsmithModel):
         layer: str | None = None,
         adapt: bool = False,
         mrna_content: str | Mapping[str, float] | None = None,
+        unknown_mrna: float | None = None,
     ) -> Prediction:
         """Cell-type proportions of each bulk sample by HP-VADE and by NNLS.
 
@@ -521,6 +536,10 @@ class Deconvolver(CellsmithModel):
             ``bulk_mrna_content`` (:mod:`cellsmith.deconvolution.content`). Pseudo-bulks made
             by :func:`cellsmith.data.pseudobulk.pseudobulk` (``uns["pseudobulk"]``) default to
             ``reference``: their cells carry the reference's counts.
+        unknown_mrna
+            mRNA per cell of the cells the reference lacks, overriding the config's
+            ``unknown_mrna`` (e.g. 0.13 for neutrophils in whole blood): with mRNA weights, the
+            unknown fraction is a share of cells carrying that much.
 
         Returns
         -------
@@ -533,7 +552,7 @@ class Deconvolver(CellsmithModel):
         markers, anchors = self._linear_bulk(bulk, layer=layer)
         prediction = self._predict_cpm(
             normalize.cpm(markers), index=bulk.obs_names, adapt=adapt, bulk_linear=(markers, anchors),
-            content=self.bulk_content(_content_for(bulk, mrna_content)),
+            content=self.bulk_content(_content_for(bulk, mrna_content), unknown_mrna),
         )
         bulk.obsm[OBSM_HPVADE] = prediction.proportions
         bulk.obsm[OBSM_NNLS] = prediction.nnls

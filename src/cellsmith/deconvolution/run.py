@@ -168,8 +168,9 @@ def run_report(result: RunResult, *, bulk_name: str = "bulk") -> Report:
         report.text(
             "HP-VADE learns cell fractions from pseudo-bulks, where each type weighs its counts per cell in the "
             "single-cell reference; in the bulk it weighs its mRNA per cell. Its fractions were re-weighted by "
-            "reference / bulk (columns relative to their mean; --mrna-content reference turns this off). "
-            "NNLS is not re-weighted.",
+            "reference / bulk (columns relative to the types' mean; --mrna-content reference turns this off). "
+            "Row unknown: the mRNA per cell of the cells the reference lacks (--unknown-mrna), which turns the "
+            "unknown share of reads into a share of cells. NNLS is not re-weighted.",
             css_class="note",
         )
         report.table(prediction.mrna_content.round(3))
