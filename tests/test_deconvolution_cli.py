@@ -9,7 +9,7 @@ import yaml
 from cellsmith.data import normalize, simulate
 from cellsmith.deconvolution.evaluate import compare, read_mapping, read_truth
 
-from deconvolution_tiny import write_tiny_config
+from deconvolution_tiny import invoke_deconvolve, tiny_reference, write_tiny_config
 
 
 def run_cli(*args):
@@ -21,11 +21,7 @@ def run_cli(*args):
 
 def invoke(*args):
     """In this process (no start-up cost) for the commands expected to succeed."""
-    from typer.testing import CliRunner
-
-    from cellsmith.cli import app
-
-    result = CliRunner().invoke(app, ["deconvolve", *map(str, args)])
+    result = invoke_deconvolve(*args)
     assert result.exit_code == 0, (result.output, result.exception)
     return result
 
@@ -33,7 +29,7 @@ def invoke(*args):
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("deconvolve")
-    reference = simulate.singlecell(400, 120, cell_types=("A", "B", "C"), donors=1, seed=0)
+    reference = tiny_reference()
     reference.write_h5ad(root / "ref.h5ad")
     bulk = simulate.bulk(reference, 12, cells_per_sample=100, seed=5)
     table = pd.DataFrame(bulk.X.T, index=bulk.var_names, columns=bulk.obs_names)  # genes x samples

@@ -18,6 +18,7 @@ from cellsmith.nn import LossOutput
 from cellsmith.nn.saving import read_manifest
 
 from deconvolution_tiny import TINY as TINY_OPTIONS
+from deconvolution_tiny import tiny_reference
 
 TINY = {**TINY_OPTIONS, "progress_bar": False}
 
@@ -32,7 +33,7 @@ def _train(reference, **options):
 
 @pytest.fixture(scope="module")
 def reference():
-    return simulate.singlecell(400, 120, cell_types=("A", "B", "C"), donors=1, seed=0)
+    return tiny_reference()
 
 
 @pytest.fixture(scope="module")

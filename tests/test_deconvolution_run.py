@@ -11,22 +11,14 @@ from cellsmith.deconvolution.adapt import adapt
 from cellsmith.deconvolution.unknown import UNKNOWN
 from cellsmith.errors import ScaleError
 
-from deconvolution_tiny import TINY, write_tiny_config
-
-
-def invoke(*args):
-    """``cellsmith deconvolve ...`` in this process (no start-up cost); the result."""
-    from typer.testing import CliRunner
-
-    from cellsmith.cli import app
-
-    return CliRunner().invoke(app, ["deconvolve", *map(str, args)])
+from deconvolution_tiny import TINY, tiny_reference, write_tiny_config
+from deconvolution_tiny import invoke_deconvolve as invoke
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
-    reference = simulate.singlecell(400, 120, cell_types=("A", "B", "C"), donors=1, seed=0)
+    reference = tiny_reference()
     reference.write_h5ad(root / "ref.h5ad")
     bulk = simulate.bulk(reference, 8, cells_per_sample=100, seed=5)
     # The bulk lacks 40% of the reference's genes (`predict` would refuse a model trained on all)
@@ -92,7 +84,7 @@ def test_log2_bulk_is_refused_with_unlog_advice_and_linear_intensities_pass(file
     assert not (tmp_path / "never").exists()
 
     # Linear microarray-like intensities: non-integer, unnormalised rows, audited as normalized.
-    reference = simulate.singlecell(400, 120, cell_types=("A", "B", "C"), donors=1, seed=0)
+    reference = tiny_reference()
     model = Deconvolver(DeconvolutionConfig(**TINY, progress_bar=False)).train(reference, cell_type_key="cell_type")
     arrays = simulate.bulk(reference, 6, cells_per_sample=100, seed=2)
     arrays.X = np.asarray(arrays.X, dtype=np.float64) * np.linspace(0.5, 3.0, 6)[:, None] * 1.37 + 16.0

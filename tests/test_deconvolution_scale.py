@@ -13,7 +13,7 @@ from cellsmith.deconvolution import DeconvolutionConfig, Deconvolver
 from cellsmith.deconvolution.model import cap_per_type
 from cellsmith.deconvolution.reference import consistent_marker_scores, detection_by_type, mean_cpm_by_type
 
-from deconvolution_tiny import TINY as TINY_OPTIONS, write_tiny_config
+from deconvolution_tiny import TINY as TINY_OPTIONS, invoke_deconvolve, write_tiny_config
 
 TINY = {**TINY_OPTIONS, "progress_bar": False, "vae_cells_per_type": 150}
 #: Rows of the row blocks in these tests: every pass reads several blocks.
@@ -160,19 +160,14 @@ def test_training_never_densifies_and_backed_trains_the_same_model(
 
 
 def test_cli_backed_writes_the_in_memory_model(reference, reference_file, tmp_path):
-    import yaml
-    from typer.testing import CliRunner
-
-    from cellsmith.cli import app
-
     write_tiny_config(tmp_path / "config.yaml", vae_cells_per_type=150)
     models = {}
     for flag in ([], ["--backed"]):
         out = tmp_path / f"model{len(flag)}"
-        result = CliRunner().invoke(app, [
-            "deconvolve", "train", "--reference", str(reference_file), "--cell-type-key", "cell_type",
-            "--config", str(tmp_path / "config.yaml"), "--out", str(out), "--no-progress", *flag,
-        ])
+        result = invoke_deconvolve(
+            "train", "--reference", reference_file, "--cell-type-key", "cell_type",
+            "--config", tmp_path / "config.yaml", "--out", out, "--no-progress", *flag,
+        )
         assert result.exit_code == 0, (result.output, result.exception)
         models[len(flag)] = load_file(out / "weights.safetensors")
     for name, value in models[0].items():

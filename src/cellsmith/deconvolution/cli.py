@@ -102,7 +102,7 @@ def predict(
     from cellsmith.deconvolution.model import Deconvolver
     from cellsmith.report import write_atomic_files
 
-    setting = content_setting(mrna_content) if mrna_content is not None else None
+    setting = content_setting(mrna_content)
     model = Deconvolver.load(model_dir)
     prediction = model.predict(
         read_bulk(bulk, orientation, genes=model.genespace.names), layer=layer, adapt=adapt, mrna_content=setting,
@@ -207,7 +207,7 @@ def run_command(
 
     options = DeconvolutionConfig.from_yaml(
         config, seed=seed, progress_bar=progress, max_epochs=max_epochs, accelerator=accelerator,
-        bulk_mrna_content=content_setting(mrna_content) if mrna_content is not None else None,
+        bulk_mrna_content=content_setting(mrna_content),
         unknown_mrna=unknown_mrna,
     )
     adata = read(reference)

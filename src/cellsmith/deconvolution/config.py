@@ -53,10 +53,15 @@ class DeconvolutionConfig(TrainingConfig):
     @field_validator("gene_noise_sd")
     @classmethod
     def _noise_range(cls, value: float | tuple[float, float]) -> float | tuple[float, float]:
-        low, high = (value, value) if isinstance(value, (int, float)) else value
+        low, high = _as_range(value)
         if not 0 <= low <= high:
             raise ValueError(f"needs 0 <= low <= high, got {value}")
         return value
+
+    @property
+    def gene_noise_range(self) -> tuple[float, float]:
+        """``gene_noise_sd`` as ``(low, high)`` (equal for a single number)."""
+        return _as_range(self.gene_noise_sd)
 
     # Model.
     mrna_content_weighting: bool = Field(
@@ -101,3 +106,7 @@ class DeconvolutionConfig(TrainingConfig):
         1, ge=1, description="CPU threads while training and predicting; 1 avoids thread spinning on "
         "shared machines (None: torch's setting)."
     )
+
+
+def _as_range(value: float | tuple[float, float]) -> tuple[float, float]:
+    return (value, value) if isinstance(value, (int, float)) else (value[0], value[1])

@@ -422,9 +422,9 @@ class Deconvolver(CellsmithModel):
             for method, p in (("hpvade", props), ("nnls", nnls)):
                 fit[f"{UNKNOWN}_{method}"] = self._unknown(p, *bulk_linear)
         # After the unknown fraction, which needs the network's own (reference-weighted) fractions.
-        counts = np.asarray(self.setup.get("counts_per_cell", []), dtype=np.float64)
         mrna_content = None
         if content is not None:
+            counts = np.asarray(self.setup["counts_per_cell"], dtype=np.float64)
             props = reweight(props, counts, content.types)
             mrna_content = pd.DataFrame(
                 {"reference": counts / counts.mean(), "bulk": content.types / content.types.mean()},
@@ -452,13 +452,13 @@ class Deconvolver(CellsmithModel):
         weights."""
         setting = self.config.bulk_mrna_content if setting is None else setting
         types = bulk_content(self.cell_types, setting)
-        if types is not None and "counts_per_cell" not in self.setup:
+        if types is None:
+            return None
+        if "counts_per_cell" not in self.setup:
             logger.warning(
                 "this model was trained by an earlier cellsmith and lacks its counts per cell: proportions "
                 "are not weighted by mRNA per cell; train it again to weight them"
             )
-            return None
-        if types is None:
             return None
         unknown = unknown_mrna_for(setting, self.config.unknown_mrna if unknown_mrna is None else unknown_mrna)
         return BulkContent(types, unknown)

@@ -83,9 +83,9 @@ class HPVADEPlan(TrainingPlan):
 
     What differs from the base plan: training bulk is augmented (``config.gene_noise_sd``:
     per-sample, per-gene ``exp(N(0, sd))`` factors with ``sd`` fixed or drawn per sample from a
-    range, re-normalised to CPM; validation bulk is left as simulated), every bulk batch comes with ``config.cell_batch_size`` cells for the VAE branch
-    (random in training, a fixed sequence in validation), log S has no weight decay, the learning
-    rate halves after ``config.lr_patience`` epochs without a better validation loss, and the
+    range, re-normalised to CPM; validation bulk is left as simulated), every bulk batch comes
+    with ``config.cell_batch_size`` cells for the VAE branch (random in training, a fixed sequence
+    in validation), log S has no weight decay, the learning rate halves after ``config.lr_patience`` epochs without a better validation loss, and the
     first training batch is checked (:func:`first_batch_diagnostics`).
 
     Parameters
@@ -114,8 +114,7 @@ class HPVADEPlan(TrainingPlan):
         self._val_batch = 0
 
     def _augment(self, bulk_cpm: torch.Tensor) -> torch.Tensor:
-        setting = self.config.gene_noise_sd
-        low, high = (setting, setting) if isinstance(setting, (int, float)) else setting
+        low, high = self.config.gene_noise_range
         if high <= 0:
             return bulk_cpm
         if low == high:

@@ -95,8 +95,9 @@ def run(
         reference, cell_type_key=cell_type_key, counts_layer=counts_layer, genes=list(shared)
     )
     prediction = model.predict(bulk.copy(), adapt=adapt)
-    reference_row = model.predict(bulk.copy(), mrna_content=REFERENCE)
-    no_adapt = reference_row if adapt or prediction.mrna_content is not None else None
+    # The 0.1 model as the reference row, unless the prediction already is it.
+    differs = adapt or prediction.mrna_content is not None
+    no_adapt = model.predict(bulk.copy(), mrna_content=REFERENCE) if differs else None
     return RunResult(model, prediction, no_adapt, len(shared))
 
 
