@@ -22,6 +22,15 @@ def tiny_reference(cell_types: Sequence[str] = ("A", "B", "C")):
     return simulate.singlecell(400, 120, cell_types=tuple(cell_types), donors=1, seed=0)
 
 
+def write_tiny_inputs(root: Path, n_bulk: int):
+    """``root/ref.h5ad`` (:func:`tiny_reference`) and ``root/config.yaml`` (:data:`TINY`); returns
+    the reference and ``n_bulk`` pseudo-bulks of it (100 cells each, seed 5) for the test to write."""
+    reference = tiny_reference()
+    reference.write_h5ad(root / "ref.h5ad")
+    write_tiny_config(root / "config.yaml")
+    return reference, simulate.bulk(reference, n_bulk, cells_per_sample=100, seed=5)
+
+
 def invoke_deconvolve(*args):
     """``cellsmith deconvolve ARGS`` in this process (no start-up cost); the click result."""
     from typer.testing import CliRunner

@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from cellsmith.data import normalize, simulate
+from cellsmith.data import normalize
 from cellsmith.deconvolution.evaluate import compare, read_mapping, read_truth
 
-from deconvolution_tiny import invoke_deconvolve, tiny_reference, write_tiny_config
+from deconvolution_tiny import invoke_deconvolve, write_tiny_inputs
 
 
 def run_cli(*args):
@@ -29,13 +29,10 @@ def invoke(*args):
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("deconvolve")
-    reference = tiny_reference()
-    reference.write_h5ad(root / "ref.h5ad")
-    bulk = simulate.bulk(reference, 12, cells_per_sample=100, seed=5)
+    _, bulk = write_tiny_inputs(root, 12)
     table = pd.DataFrame(bulk.X.T, index=bulk.var_names, columns=bulk.obs_names)  # genes x samples
     table.to_csv(root / "bulk.csv")
     bulk.obsm["proportions"].rename(columns={"A": "typeA"}).to_csv(root / "truth.csv")
-    write_tiny_config(root / "config.yaml")
     return root
 
 

@@ -11,23 +11,20 @@ from cellsmith.deconvolution.adapt import adapt
 from cellsmith.deconvolution.unknown import UNKNOWN
 from cellsmith.errors import ScaleError
 
-from deconvolution_tiny import TINY, tiny_reference, write_tiny_config
+from deconvolution_tiny import TINY, tiny_reference, write_tiny_inputs
 from deconvolution_tiny import invoke_deconvolve as invoke
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
-    reference = tiny_reference()
-    reference.write_h5ad(root / "ref.h5ad")
-    bulk = simulate.bulk(reference, 8, cells_per_sample=100, seed=5)
+    _, bulk = write_tiny_inputs(root, 8)
     # The bulk lacks 40% of the reference's genes (`predict` would refuse a model trained on all)
     # and has genes the reference lacks.
     table = pd.DataFrame(bulk.X.T, index=bulk.var_names, columns=bulk.obs_names).iloc[48:]
     extra = pd.DataFrame(np.full((5, bulk.n_obs), 7.0), index=[f"EXTRA{i}" for i in range(5)], columns=table.columns)
     pd.concat([table, extra]).to_csv(root / "bulk.csv")
     bulk.obsm["proportions"].to_csv(root / "truth.csv")
-    write_tiny_config(root / "config.yaml")
     return root
 
 
