@@ -95,7 +95,8 @@ class Prediction:
         ``log1p(S p / 100)`` against ``log1p(bulk_cpm / 100)`` (after platform adaptation when
         it ran; low values: the bulk holds something the reference lacks), ``nnls_total``, the
         sum of the raw NNLS coefficients, and, when the model can estimate it,
-        ``unknown_hpvade`` / ``unknown_nnls`` and ``unknown_flag`` (unknown above
+        ``unknown_hpvade`` (a share of cells when the fractions are weighted by mRNA per cell) /
+        ``unknown_nnls`` (a share of reads) and ``unknown_flag`` (unknown above
         :data:`~cellsmith.deconvolution.unknown.UNKNOWN_FLAG`).
     platform
         Gene-wise natural-log platform factors (bulk over reference) when adaptation ran.

@@ -171,7 +171,8 @@ def run_report(result: RunResult, *, bulk_name: str = "bulk") -> Report:
             "single-cell reference; in the bulk it weighs its mRNA per cell. Its fractions were re-weighted by "
             "reference / bulk (columns relative to the types' mean; --mrna-content reference turns this off). "
             "Row unknown: the mRNA per cell of the cells the reference lacks (--unknown-mrna), which turns the "
-            "unknown share of reads into a share of cells. NNLS is not re-weighted.",
+            "unknown share of reads into a share of cells. NNLS is not re-weighted: its fractions and unknown_nnls "
+            "stay shares of reads.",
             css_class="note",
         )
         report.table(prediction.mrna_content.round(3))
