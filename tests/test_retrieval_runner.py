@@ -78,6 +78,8 @@ def test_cli_run_writes_the_contract(screen, tmp_path):
     rankings = pd.read_csv(out / "rankings.csv.gz")
     assert {"query_id", "truth", "rank", "top1", "top5", "confidence"} <= set(rankings.columns)
     assert (rankings["rank"] >= 1).all()
+    page = (out / "report.html").read_text()
+    assert "Metrics (seed 42)" in page and "mean over" not in page  # one seed: no mean to speak of
 
 
 def test_cli_bad_input_is_a_clear_error_and_writes_nothing(screen, tmp_path, monkeypatch, capsys):

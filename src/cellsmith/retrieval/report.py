@@ -85,7 +85,8 @@ def build_report(result: RetrievalResult, out_dir: Path, *, title: str = "Pertur
     if info["skipped"]:
         report.text("Skipped (too few cells to split): " + ", ".join(f"{k} ({v})" for k, v in info["skipped"].items()),
                     css_class="warn")
-    report.heading("Metrics (mean over seeds)", level=3)
+    seeds = result.config.seeds
+    report.heading(f"Metrics (mean over {len(seeds)} seeds)" if len(seeds) > 1 else f"Metrics (seed {seeds[0]})", level=3)
     report.table(summary.set_index(["embedder", "library", "query", "mask"])[[f"{c}_mean" for c in columns] + [f"{c}_sd" for c in columns[:3]]])
     if not gap.empty:
         report.heading("Leakage gap: mask off minus mask on", level=3)
