@@ -55,3 +55,23 @@ def test_mismatched_inputs_are_refused():
         REGISTRY.get("cell_eval")(fewer, real)
     with pytest.raises(InputError, match="unknown perturbation metric"):
         REGISTRY.get("pds")
+
+
+@pytest.mark.parametrize("n_targets, titles", [(1, ["only"]), (2, ["best", "worst"]), (5, ["best", "median", "worst"])])
+def test_shift_figure_shows_each_held_out_target_once(n_targets, titles):
+    """With 1 or 2 held-out targets the figure does not repeat a target across its panels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from cellsmith.perturbation.evaluate import Evaluation, shift_figure
+
+    rng = np.random.default_rng(0)
+    targets = [f"T{i}" for i in range(n_targets)]
+    real = pd.DataFrame(rng.normal(size=(n_targets, 30)), index=targets)
+    predicted = real + rng.normal(scale=np.arange(1, n_targets + 1)[:, None], size=real.shape)
+    evaluation = Evaluation(pd.DataFrame(), pd.DataFrame(), real, {"model": predicted})
+    fig = shift_figure(evaluation)
+    shown = [ax.get_title() for ax in fig.axes if ax.get_title()]
+    assert [title.split(":")[0] for title in shown] == titles
+    assert len({title.split(":")[1].split(" (")[0] for title in shown}) == len(titles)
+    assert shown[0].startswith(f"{titles[0]}: T0")  # the least noisy prediction ranks first

@@ -249,9 +249,14 @@ def evaluate(
     )
 
 
+#: Panels of :func:`shift_figure` by the number of perturbations: position in the ranking.
+_SHIFT_PANELS = {1: {"only": 0}, 2: {"best": 0, "worst": 1}}
+
+
 def shift_figure(evaluation: Evaluation, model: str = "model"):
     """Predicted vs real mean shift of the best, median and worst perturbation of ``model``
-    (ranked by the correlation of the shifts)."""
+    (ranked by the correlation of the shifts); one panel per perturbation when fewer than 3
+    are held out."""
     import matplotlib.pyplot as plt
 
     corr = REGISTRY.get("mean_shift_pearson")
@@ -259,8 +264,11 @@ def shift_figure(evaluation: Evaluation, model: str = "model"):
     ranking = pd.Series(
         {t: corr(predicted.loc[t].to_numpy(), evaluation.real_shift.loc[t].to_numpy()) for t in predicted.index}
     ).fillna(-1.0).sort_values(ascending=False)
-    picks = {"best": ranking.index[0], "median": ranking.index[len(ranking) // 2], "worst": ranking.index[-1]}
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
+    n = len(ranking)
+    positions = _SHIFT_PANELS.get(n, {"best": 0, "median": n // 2, "worst": n - 1})
+    picks = {which: ranking.index[i] for which, i in positions.items()}
+    fig, axes = plt.subplots(1, len(picks), figsize=(4 * len(picks), 3.8), squeeze=False)
+    axes = axes[0]
     reference = evaluation.predicted_shift.get(REFERENCE)
     for ax, (which, target) in zip(axes, picks.items()):
         real = evaluation.real_shift.loc[target].to_numpy()
