@@ -6,6 +6,8 @@ predicted without and with platform adaptation, each with and without the ``unkn
 beside NNLS. HP-VADE's fractions are weighted by mRNA per cell (the default ``immune``); one row
 keeps the reference's counts per cell (``--mrna-content reference``), one gives the unknown cells a
 neutrophil's mRNA per cell (``--unknown-mrna 0.13``, what a user would set for whole blood).
+Two ceiling rows replace the estimated unknown by its true share of reads (from the truth and
+the measured mRNA per cell), converted to cells with the default and with 0.13.
 Rows: methods; columns: pooled CCC and Pearson r over (sample, type) pairs, and per compared
 type its Pearson r and bias (mean predicted - mean true). With the unknown fraction, the types'
 proportions are fractions of all cells (types x (1 - unknown)), which is what the truth measures
@@ -34,7 +36,8 @@ import pandas as pd
 
 from cellsmith.data import read_bulk
 from cellsmith.deconvolution import DeconvolutionConfig, Deconvolver, compare, read_mapping
-from cellsmith.deconvolution.unknown import UNKNOWN
+from cellsmith.deconvolution.content import DEFAULT_MRNA, immune_content, unknown_cells
+from cellsmith.deconvolution.unknown import UNKNOWN, with_unknown
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MAPS = Path(__file__).resolve().parent / "deconvolution_maps"
@@ -69,13 +72,42 @@ def method_table(
     return pd.DataFrame(rows).T
 
 
-def predictions(model: Deconvolver, bulk: ad.AnnData) -> dict[str, pd.DataFrame]:
-    """Every method's proportions: HP-VADE without / with adaptation, NNLS; +/- unknown."""
+#: mRNA per cell of truth columns whose names the immune table does not match (blood counts).
+TRUTH_MRNA = {"Mon": immune_content(["Monocytes"])[0][0], "Lymphocytes": DEFAULT_MRNA}
+
+
+def true_unknown_reads(truth: pd.DataFrame, mapping, absent: list[str]) -> np.ndarray:
+    """The absent cells' true share of the bulk's reads: each truth column (the mapped ones and
+    the absent ones) weighted by its measured mRNA per cell (content.py; 0.4 for cancer and
+    other cells, as EPIC)."""
+    columns = [*(column for pair in mapping for column in pair.truth), *absent]
+    mrna = pd.Series(immune_content(columns)[0], index=columns)
+    mrna.update(pd.Series({c: v for c, v in TRUTH_MRNA.items() if c in columns}))
+    reads = truth[columns].fillna(0.0) * mrna
+    return (reads[absent].sum(axis=1) / reads.sum(axis=1)).to_numpy()
+
+
+#: The row whose unknown is a share of reads (the reference's weights keep it one).
+READ_SHARE_ROW = "HP-VADE adapt, reference mRNA + unknown"
+
+
+def predictions(model: Deconvolver, bulk: ad.AnnData, true_reads: np.ndarray) -> dict[str, pd.DataFrame]:
+    """Every method's proportions: HP-VADE without / with adaptation, NNLS; +/- unknown; and, as
+    a ceiling, the adapted types with the true unknown share of reads in place of the estimate."""
     plain, adapted = model.predict(bulk.copy()), model.predict(bulk.copy(), adapt=True)
     unweighted = model.predict(bulk.copy(), adapt=True, mrna_content="reference")
     neutrophil_like = model.predict(bulk.copy(), adapt=True, unknown_mrna=0.13)
+    contents = [model.bulk_content(), model.bulk_content(unknown_mrna=0.13)]
+    true_unknown = {
+        f"HP-VADE adapt + true unknown reads, --unknown-mrna {content.unknown:g}": with_unknown(
+            adapted.proportions, unknown_cells(true_reads, adapted.proportions.to_numpy(), content)
+        )
+        for content in contents
+        if content is not None
+    }
     return {
-        "HP-VADE adapt, reference mRNA + unknown": unweighted.with_unknown("hpvade"),
+        **true_unknown,
+        READ_SHARE_ROW: unweighted.with_unknown("hpvade"),
         "HP-VADE adapt + unknown, --unknown-mrna 0.13": neutrophil_like.with_unknown("hpvade"),
         "HP-VADE no-adapt": plain.proportions,
         "HP-VADE no-adapt + unknown": plain.with_unknown("hpvade"),
@@ -87,7 +119,12 @@ def predictions(model: Deconvolver, bulk: ad.AnnData) -> dict[str, pd.DataFrame]
 
 
 def seed_predictions(
-    reference: ad.AnnData, bulk: ad.AnnData, config: DeconvolutionConfig, seeds: list[int], genes: list[str] | None
+    reference: ad.AnnData,
+    bulk: ad.AnnData,
+    config: DeconvolutionConfig,
+    seeds: list[int],
+    genes: list[str] | None,
+    true_reads: np.ndarray,
 ) -> list[dict[str, pd.DataFrame]]:
     """:func:`predictions` of one model per seed (``config`` with that seed)."""
     return [
@@ -96,6 +133,7 @@ def seed_predictions(
                 reference, cell_type_key="cell_type", genes=genes
             ),
             bulk,
+            true_reads,
         )
         for seed in seeds
     ]
@@ -132,7 +170,10 @@ def main() -> None:
         absent_truth = truth[absent].sum(axis=1, min_count=1)
         genes = reference.var_names.intersection(bulk.var_names)
         start = time.perf_counter()
-        per_seed = seed_predictions(reference, bulk, config, seeds, list(genes) if args.genes == "shared" else None)
+        true_reads = true_unknown_reads(truth, type_map, absent)
+        per_seed = seed_predictions(
+            reference, bulk, config, seeds, list(genes) if args.genes == "shared" else None, true_reads
+        )
         # Mean proportions over seeds (rows still sum to 1): one model's seed-to-seed spread averaged out.
         mean = {method: sum(p[method] for p in per_seed) / len(per_seed) for method in per_seed[0]}
         table = method_table(mean, truth, type_map, absent_truth)
@@ -150,6 +191,11 @@ def main() -> None:
             result[name + "_ccc_per_seed"] = ccc.round(4).to_dict(orient="index")
         print(table.round(3).to_string())
         result[name] = table.round(4).to_dict(orient="index")
+        # Under the reference's weights the estimated unknown is a share of reads, as true_reads.
+        estimated = pd.DataFrame({f"seed {seed}": p[READ_SHARE_ROW][UNKNOWN] for seed, p in zip(seeds, per_seed)})
+        reads = estimated.assign(true=true_reads).mean()
+        print("unknown share of reads, mean over samples (true vs estimated per seed):", reads.round(3).to_dict())
+        result[name + "_unknown_reads"] = reads.round(4).to_dict()
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
 
