@@ -112,6 +112,26 @@ def test_adaptation_recovers_a_simulated_platform_shift():
     assert 0.5 < adapted.weight <= 40 / 45
 
 
+def test_too_few_anchors_leave_the_unknown_unestimated(monkeypatch, caplog, tmp_path):
+    """Below MIN_ANCHORS the model warns, keeps no anchors (none saved or loaded) and predicts an
+    ``unknown`` of NaN beside proportions that still sum to 1."""
+    import cellsmith.deconvolution.model as model_module
+
+    monkeypatch.setattr(model_module, "MIN_ANCHORS", 10_000)
+    reference = tiny_reference()
+    model = Deconvolver(DeconvolutionConfig(**TINY, progress_bar=False)).train(reference, cell_type_key="cell_type")
+    assert model.anchors is None and "no unknown fraction will be estimated" in caplog.text
+    model.save(tmp_path / "model")
+    assert not (tmp_path / "model" / "anchors.csv").exists()
+    loaded = Deconvolver.load(tmp_path / "model")
+    bulk = simulate.bulk(reference, 4, cells_per_sample=100, seed=1)
+    prediction = loaded.predict(bulk)
+    assert "unknown_hpvade" not in prediction.fit
+    table = prediction.with_unknown("hpvade")
+    assert table[UNKNOWN].isna().all()
+    np.testing.assert_allclose(table.drop(columns=UNKNOWN).sum(axis=1), 1.0, atol=1e-6)
+
+
 def test_unknown_fraction_recovers_reads_the_reference_cannot_produce():
     """Unknown cells (as neutrophils for a lymphocyte reference) carry the genes every cell has
     (anchors) at the reference's level, none of the reference's markers, and their own genes."""
