@@ -1,5 +1,7 @@
 """`deconvolve run`, platform adaptation, the unknown fraction and log2 refusal (small simulations)."""
 
+import re
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -7,7 +9,7 @@ import pytest
 
 from cellsmith.data import normalize, simulate
 from cellsmith.deconvolution import DeconvolutionConfig, Deconvolver, nnls_proportions
-from cellsmith.deconvolution.adapt import adapt
+from cellsmith.deconvolution.adapt import EXPONENT_BOUNDS, adapt, range_exponent
 from cellsmith.deconvolution.unknown import UNKNOWN
 from cellsmith.errors import ScaleError
 
@@ -45,6 +47,7 @@ def test_run_trains_on_shared_genes_and_writes_every_output(files):
     assert {"r2_log_hpvade", "unknown_hpvade", "unknown_flag"} <= set(fit.columns)
     html = (out / "report.html").read_text()
     assert "NNLS" in html and "--no-adapt" in html and "Platform adaptation" in html
+    assert re.search(r"raised to the power \d\.\d\d to restore its dynamic range", html)
     model = Deconvolver.load(out / "model")
     assert model.config.seed == 1 and len(model.genespace) <= 72
     result = invoke("predict", "--model", out / "model", "--bulk", files / "bulk.csv", "--adapt",
@@ -89,27 +92,61 @@ def test_log2_bulk_is_refused_with_unlog_advice_and_linear_intensities_pass(file
     assert np.isfinite(prediction.proportions.to_numpy()).all()
 
 
-def test_adaptation_recovers_a_simulated_platform_shift():
-    rng = np.random.default_rng(0)
+def simulated_platform(seed: int = 0):
+    """300 genes x 4 types signature (CPM), 40 samples' truth, their clean bulk, log factors, and
+    the NNLS fit on that signature."""
+    rng = np.random.default_rng(seed)
     n_genes, n_types, n_samples = 300, 4, 40
     signature = rng.gamma(0.5, 1.0, (n_genes, n_types)) * rng.lognormal(0, 1, (n_genes, 1))
     signature = normalize.cpm(signature.T).T
     truth = rng.dirichlet(np.ones(n_types), n_samples)
     log_platform = rng.normal(0, 0.8, n_genes)
     clean = normalize.cpm(truth @ signature.T)
-    shifted = normalize.cpm(clean * np.exp(log_platform))
 
     def fit(cpm):
         proportions, coefficients = nnls_proportions(cpm, signature)
         return proportions, coefficients @ signature.T
 
+    return truth, clean, log_platform, fit
+
+
+def test_adaptation_recovers_a_simulated_platform_shift():
+    truth, clean, log_platform, fit = simulated_platform()
+    shifted = normalize.cpm(clean * np.exp(log_platform))
     adapted = adapt(shifted, fit)
+    assert abs(adapted.exponent - 1.0) < 0.1  # gene-wise factors alone leave the range as it is
     assert np.corrcoef(adapted.log_factors, log_platform)[0, 1] > 0.9
     distance = lambda bulk: np.abs(np.log1p(bulk) - np.log1p(clean)).mean()  # noqa: E731
     # 40 / (40 + PRIOR_SAMPLES) of the estimated shift is corrected: the distance to the
     # unshifted bulk at least halves.
     assert distance(adapted.corrected) < 0.5 * distance(shifted)
     assert 0.5 < adapted.weight <= 40 / 45
+
+
+@pytest.mark.parametrize("power", [0.8, 0.6])
+def test_adaptation_estimates_a_compressed_dynamic_range(power):
+    """A platform that narrows the range (CPM ** power, as a microarray) on top of gene factors:
+    the exponent comes out near 1 / power and the bulk is raised to it before the factors. (What
+    that gains HP-VADE is measured in benchmarks/deconvolution_platform.py --compressions: with
+    this toy's NNLS fit, gene factors alone absorb most of the compression.)"""
+    _, clean, log_platform, fit = simulated_platform(1)
+    compressed = normalize.cpm(clean**power * np.exp(0.5 * log_platform))
+    exponent = range_exponent(compressed, fit(compressed)[1])
+    assert exponent == pytest.approx(1 / power, rel=0.1)
+    adapted = adapt(compressed, fit)
+    assert adapted.exponent == exponent
+    restored = adapt(normalize.cpm(compressed**exponent), fit, restore_range=False)
+    np.testing.assert_allclose(adapted.proportions, restored.proportions)
+    assert adapt(compressed, fit, restore_range=False).exponent == 1.0
+
+
+def test_prediction_carries_the_range_exponent_only_when_adapted():
+    reference = tiny_reference()
+    model = Deconvolver(DeconvolutionConfig(**TINY, progress_bar=False)).train(reference, cell_type_key="cell_type")
+    bulk = simulate.bulk(reference, 6, cells_per_sample=100, seed=3)
+    assert model.predict(bulk.copy()).range_exponent is None
+    exponent = model.predict(bulk.copy(), adapt=True).range_exponent
+    assert EXPONENT_BOUNDS[0] <= exponent <= EXPONENT_BOUNDS[1]
 
 
 def test_too_few_anchors_leave_the_unknown_unestimated(monkeypatch, caplog, tmp_path):

@@ -100,6 +100,9 @@ class Prediction:
         :data:`~cellsmith.deconvolution.unknown.UNKNOWN_FLAG`).
     platform
         Gene-wise natural-log platform factors (bulk over reference) when adaptation ran.
+    range_exponent
+        The power adaptation raised the bulk CPM to, restoring its dynamic range against the
+        reference (:func:`cellsmith.deconvolution.adapt.range_exponent`); None without adaptation.
     mrna_content
         When HP-VADE's cell fractions were re-weighted to the bulk's mRNA per cell
         (:mod:`cellsmith.deconvolution.content`): per type, ``reference`` (counts per cell in the
@@ -112,6 +115,7 @@ class Prediction:
     fit: pd.DataFrame
     platform: pd.Series | None = None
     mrna_content: pd.DataFrame | None = None
+    range_exponent: float | None = None
 
     def with_unknown(self, method: str = "hpvade") -> pd.DataFrame:
         """Proportions of ``method`` (``hpvade`` or ``nnls``) over the cell types and ``unknown``
@@ -401,11 +405,14 @@ class Deconvolver(CellsmithModel):
         ``bulk_linear``: the bulk's linear values on the model's genes and on the anchors, for
         the unknown fraction; ``content``: the bulk's mRNA per cell, to re-weight HP-VADE's cell
         fractions and unknown share to (None: the reference's counts per cell)."""
-        platform = None
+        platform, exponent = None, None
         if adapt:
             adapted = adapt_platform(bulk_cpm, self._network_fit)
             props, reconstructed, fitted = adapted.proportions, adapted.reconstructed, adapted.corrected
             platform = pd.Series(adapted.log_factors, index=list(self.genespace), name="log_factor")
+            exponent = adapted.exponent
+            logger.info("platform adaptation: bulk CPM raised to the power %.2f, gene factors SD %.2f",
+                        exponent, float(np.std(adapted.log_factors)))
         else:
             (props, reconstructed), fitted = self._network_fit(bulk_cpm), bulk_cpm
         nnls, coefficients = nnls_proportions(bulk_cpm, self.reference_signature)
@@ -443,6 +450,7 @@ class Deconvolver(CellsmithModel):
             fit=fit,
             platform=platform,
             mrna_content=mrna_content,
+            range_exponent=exponent,
         )
 
     def bulk_content(

@@ -182,6 +182,8 @@ def run_report(result: RunResult, *, bulk_name: str = "bulk") -> Report:
         factors = prediction.platform
         report.heading("Platform adaptation")
         report.text(
+            f"The bulk's CPM was raised to the power {prediction.range_exponent:.2f} to restore its dynamic "
+            "range against the reference (above 1: the bulk's range was narrower). "
             f"Gene-wise platform factors (bulk over reference, natural log) estimated from these samples: "
             f"SD {factors.std():.2f}; largest: "
             + ", ".join(f"{g} {factors[g]:+.2f}" for g in factors.abs().sort_values(ascending=False).index[:8])

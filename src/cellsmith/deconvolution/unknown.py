@@ -16,8 +16,8 @@ linear bulk works and no normalisation over a shared gene universe is needed. Un
 are taken to carry the mean mRNA of the sample's known cells: ``u`` is a cell fraction too.
 
 Measured (``benchmarks/deconvolution_real.py``, which also prints the true share of reads): the
-level is right on PBMC and 2-6x too low on whole blood and melanoma lymph nodes, while the
-ranking holds (r 0.87 with neutrophils). Cells the reference lacks there carry fewer anchor
+level is right on PBMC and 3-6x too low on whole blood and melanoma lymph nodes, while the
+ranking holds (r 0.86-0.96 with neutrophils). Cells the reference lacks there carry fewer anchor
 reads or some marker reads than assumed; only the ratio is seen, so the two cannot be told
 apart, and a lower quantile or a broader anchor set traded the PBMC level for it.
 """
