@@ -22,6 +22,7 @@ from cellsmith.data.audit import require_counts
 from cellsmith.data.genespace import GeneSpace
 from cellsmith.data.io import require_unique_genes
 from cellsmith.data.normalize import expm1, log1p_normalize
+from cellsmith.data.rows import CountRows
 from cellsmith.errors import GeneSpaceError, InputError
 from cellsmith.report.io import write_atomic
 
@@ -117,8 +118,7 @@ def _gene_moments(counts) -> tuple[np.ndarray, np.ndarray]:
     """
     n_cells, n_genes = counts.shape
     total, squares = np.zeros(n_genes), np.zeros(n_genes)
-    for start in range(0, n_cells, _DISPERSION_BLOCK):
-        block = sp.csr_matrix(counts[start : start + _DISPERSION_BLOCK], dtype=np.float32)
+    for _, block in CountRows(counts).blocks(_DISPERSION_BLOCK):
         values = expm1(log1p_normalize(block)).astype(np.float64)
         total += np.asarray(values.sum(axis=0)).ravel()
         squares += np.asarray(values.multiply(values).sum(axis=0)).ravel()
