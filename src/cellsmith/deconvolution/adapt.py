@@ -113,7 +113,8 @@ def platform_log_factors(bulk_cpm: np.ndarray, reconstructed_cpm: np.ndarray) ->
     return weight * ratios.mean(axis=0), weight
 
 
-#: Genes enter the range estimate where the reconstruction has at least this CPM.
+#: Genes enter the range estimate where the reconstruction has at least this CPM: weaker ones
+#: sit on the pseudo-count, which flattens the slope.
 RANGE_MIN_CPM = 10.0
 #: Bounds of the exponent that restores the bulk's dynamic range.
 EXPONENT_BOUNDS = (0.5, 2.0)
