@@ -61,8 +61,8 @@ def main() -> None:
     if args.save_model:
         model.save(args.save_model)
     test = pseudobulk(reference, 1000, cells=test_cells, cell_types=model.cell_types, seed=10_000 + args.seed)
-    # Pseudo-bulks of reference cells: each type weighs its reference counts per cell.
-    held_out = model.evaluate(test, test.obsm["proportions"], mrna_content="reference")
+    # A cellsmith pseudo-bulk (uns["pseudobulk"]) keeps the reference's counts per cell as weights.
+    held_out = model.evaluate(test, test.obsm["proportions"])
     # The plain baseline of the issue: NNLS on the mean-CPM signature of all genes.
     train_labels = labels[train_cells]
     all_genes_signature = mean_cpm_by_type(reference.X[train_cells], train_labels, model.cell_types)

@@ -28,7 +28,6 @@ MONO, LYMPH_T, NK, B = 1.4196, 0.3952, 0.4396, 0.4016
      ("NK", NK), ("NK cells", NK), ("B", B), ("Bcells", B), ("memory B cells", B), ("Neutrophils", 0.13),
      ("Dendritic", DEFAULT_MRNA), ("type0", DEFAULT_MRNA)],
 )
-
 def test_immune_names_get_their_measured_mrna(name, value):
     values, unmatched = immune_content([name])
     assert values[0] == pytest.approx(value)

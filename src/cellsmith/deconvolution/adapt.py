@@ -14,8 +14,8 @@ CIBERSORTx's S-mode:
 Before the factors, one exponent restores the bulk's dynamic range: ``bulk ** k`` with ``k`` the
 inverse slope of ``log(bulk)`` on ``log(reconstruction)`` (:func:`range_exponent`). A microarray
 narrows the range of expression, which gene-wise factors cannot undo: the effect follows each
-gene's level in each sample, not the gene. The shared real RNA-seq sets show slopes of 0.64-0.90
-against the 10x reference too (k 1.1-1.6); the markers, chosen for their extremes in the
+gene's level in each sample, not the gene. The shared real RNA-seq sets are narrower than the
+10x reference too (``deconvolve run``: k 1.11-1.50); the markers, chosen for their extremes in the
 reference, may regress towards the mean in any other measurement. Measured
 (``benchmarks/deconvolution_platform.py --compressions 1,0.8,0.6``, gene factors SD 0.5): pooled
 CCC 0.969 with the bulk's CPM raised to the power 0.6, against 0.830 with gene factors only and

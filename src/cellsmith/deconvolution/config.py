@@ -47,7 +47,8 @@ class DeconvolutionConfig(TrainingConfig):
         "(re-drawn every batch): sample-to-sample and platform variation the reference cells lack. A "
         "number: every sample gets that SD (cellsmith <= 0.2 used 0.3); a pair [low, high]: each sample "
         "draws its SD uniformly in that range, so that every batch has near-clean and strongly shifted "
-        "samples (measured: robust to platform factors of SD 1 without losing held-out accuracy)."
+        "samples (measured: robust to platform factors of SD 1, for held-out MAE 0.0151 instead of "
+        "0.0145, mean of 3 seeds)."
     )
 
     @field_validator("gene_noise_sd")

@@ -85,8 +85,9 @@ class HPVADEPlan(TrainingPlan):
     per-sample, per-gene ``exp(N(0, sd))`` factors with ``sd`` fixed or drawn per sample from a
     range, re-normalised to CPM; validation bulk is left as simulated), every bulk batch comes
     with ``config.cell_batch_size`` cells for the VAE branch (random in training, a fixed sequence
-    in validation), log S has no weight decay, the learning rate halves after ``config.lr_patience`` epochs without a better validation loss, and the
-    first training batch is checked (:func:`first_batch_diagnostics`).
+    in validation), log S has no weight decay, the learning rate halves after
+    ``config.lr_patience`` epochs without a better validation loss, and the first training batch
+    is checked (:func:`first_batch_diagnostics`).
 
     Parameters
     ----------
@@ -117,7 +118,7 @@ class HPVADEPlan(TrainingPlan):
         low, high = self.config.gene_noise_range
         if high <= 0:
             return bulk_cpm
-        if low == high:
+        if low == high:  # no draw of SDs: a fixed SD trains exactly as cellsmith 0.2 did
             noise = torch.randn_like(bulk_cpm) * high
         else:
             # One SD per sample, uniform in [low, high], drawn on the CPU from the epoch's seed.

@@ -12,8 +12,8 @@ With ``q`` the read fractions of the reference types, the bulk over the referenc
 ``(1 - u) * f_g`` on markers and ``f_g`` on anchors (``u``: the unknown share of reads,
 ``f_g``: gene-wise platform noise). The median log-ratio over markers minus that over anchors
 estimates ``log(1 - u)``; the scale of the bulk (counts, CPM, intensities) cancels out, so any
-linear bulk works and no normalisation over a shared gene universe is needed. Unknown cells
-are taken to carry the mean mRNA of the sample's known cells: ``u`` is a cell fraction too.
+linear bulk works and no normalisation over a shared gene universe is needed. ``u`` is a share
+of reads; :func:`cellsmith.deconvolution.content.unknown_cells` turns it into a share of cells.
 
 Measured (``benchmarks/deconvolution_real.py``, which also prints the true share of reads): the
 level is right on PBMC and 3-6x too low on whole blood and melanoma lymph nodes, while the

@@ -27,8 +27,8 @@ def demo_section(out_dir: Path, *, seed: int = 0) -> Report:
     )
     model = Deconvolver(config).train(reference, cell_type_key="cell_type")
     model.save(out_dir / "model")
-    # Pseudo-bulks of reference cells weigh each type by its counts per cell in the reference.
-    comparison = model.evaluate(bulk, bulk.obsm["proportions"], mrna_content="reference")
+    # A cellsmith pseudo-bulk (uns["pseudobulk"]) keeps the reference's counts per cell as weights.
+    comparison = model.evaluate(bulk, bulk.obsm["proportions"])
     report = evaluation_report(
         comparison,
         title="Deconvolution: HP-VADE vs NNLS on simulated PBMC bulk",
