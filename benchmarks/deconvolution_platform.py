@@ -98,7 +98,7 @@ def main() -> None:
                 plain = model.predict(bulk.copy(), mrna_content="reference")
                 adapted = model.predict(bulk.copy(), adapt=True, mrna_content="reference")
                 # Ablation: the same adaptation without the range exponent (gene-wise factors only).
-                factors_only = adapt(model.bulk_cpm(bulk), model._network_fit, restore_range=False).proportions
+                factors_only = adapt(model.bulk_cpm(bulk), model.network_fit, restore_range=False).proportions
                 preds = {
                     "HP-VADE adapt": adapted.proportions,
                     "HP-VADE adapt, factors only": pd.DataFrame(factors_only, index=truth.index, columns=model.cell_types),

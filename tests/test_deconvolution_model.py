@@ -197,6 +197,12 @@ def test_bad_bulk_is_refused(trained, reference):
         trained.predict(few)
 
 
+@pytest.mark.parametrize("genes", [[], ["ABSENT1", "ABSENT2"]])
+def test_training_on_no_known_genes_is_refused(reference, genes):
+    with pytest.raises(GeneSpaceError, match="only 0 genes are left after gene selection"):
+        Deconvolver(DeconvolutionConfig(**TINY_OPTIONS)).train(reference, cell_type_key="cell_type", genes=genes)
+
+
 def test_bad_reference_is_refused(reference, caplog):
     model = Deconvolver(DeconvolutionConfig(**TINY))
     with pytest.raises(InputError, match="no obs column 'celltype'"):

@@ -149,8 +149,8 @@ def test_prediction_carries_the_range_exponent_only_when_adapted():
     assert model.predict(bulk.copy()).range_exponent is None
     adapted = model.predict(bulk.copy(), adapt=True)
     cpm = model.bulk_cpm(bulk)
-    assert adapted.range_exponent == range_exponent(cpm, model._network_fit(cpm)[1])
-    restored = adapt(normalize.cpm(cpm**adapted.range_exponent), model._network_fit, restore_range=False)
+    assert adapted.range_exponent == range_exponent(cpm, model.network_fit(cpm)[1])
+    restored = adapt(normalize.cpm(cpm**adapted.range_exponent), model.network_fit, restore_range=False)
     np.testing.assert_allclose(adapted.proportions.to_numpy(), restored.proportions, atol=1e-6)
 
 

@@ -91,6 +91,12 @@ def _write_inputs(root: Path) -> None:
     (root / "numbers_first.csv").write_text("id,s1,s2\n1,2,3\n2,3,4\n3,4,5\n")
     (root / "pipe_separated.txt").write_text("gene|s1|s2\n" + "\n".join(f"{g}|1|2" for g in genes) + "\n")
     (root / "truth_names_only.csv").write_text("sample\ns1\ns2\n")
+    all_genes = list(cells.var_names)
+    (root / "other_ids.csv").write_text("gene,s1,s2\n" + "\n".join(f"ENSG{i:011d},1,2" for i in range(40)) + "\n")
+    (root / "zero_sample.csv").write_text("gene,s1,s2\n" + "\n".join(f"{g},{i + 1},0" for i, g in enumerate(all_genes)) + "\n")
+    (root / "dup_samples.csv").write_text(
+        "sample," + ",".join(all_genes) + "\n" + "".join(f"s1,{','.join(['3'] * len(all_genes))}\n" for _ in range(2))
+    )
     (root / "props.csv").write_text("sample,A,B\ns1,0.5,0.5\ns2,0.2,0.8\ns3,0.9,0.1\n")
 
     (root / "bad.yaml").write_text("max_epochs: [1, 2\nseed: 0\n")
@@ -148,6 +154,10 @@ CASES = [
     ("decon-run-bulk-ragged", [*DECON_RUN, "--reference", "{in}/cells.h5ad", "--bulk", "{in}/ragged.csv", "--out", "{out}"], "different numbers of fields"),
     ("decon-run-bulk-dup-genes", [*DECON_RUN, "--reference", "{in}/cells.h5ad", "--bulk", "{in}/dup_genes.csv", "--out", "{out}"], "duplicated gene names"),
     ("decon-run-reference-truncated", [*DECON_RUN, "--reference", "{in}/truncated.h5ad", "--bulk", "{in}/nan.csv", "--out", "{out}"], "truncated"),
+    ("decon-run-no-shared-genes", [*DECON_RUN, "--reference", "{in}/cells.h5ad", "--bulk", "{in}/other_ids.csv", "--out", "{out}"], "share 0 gene names"),
+    ("decon-run-sample-without-expression", [*DECON_RUN, "--reference", "{in}/cells.h5ad", "--bulk", "{in}/zero_sample.csv", "--out", "{out}"], "samples ['s2'] have no expression"),
+    ("decon-run-dup-samples", [*DECON_RUN, "--reference", "{in}/cells.h5ad", "--bulk", "{in}/dup_samples.csv", "--out", "{out}"], "repeats sample names ['s1']"),
+    ("decon-predict-dup-samples", ["deconvolve", "predict", "--model", "{in}/deconv_model", "--bulk", "{in}/dup_samples.csv", "--out", "{out}.csv"], "repeats sample names"),
     ("decon-run-bad-orientation", [*DECON_RUN, "--reference", "{in}/cells.h5ad", "--bulk", "{in}/dup_genes.csv", "--orientation", "rows", "--out", "{out}"], "--orientation"),
     # deconvolve predict: --model folder, --bulk table
     ("decon-predict-model-missing", ["deconvolve", "predict", "--model", "{in}/absent", "--bulk", "{in}/names_only.csv", "--out", "{out}.csv"], "absent"),

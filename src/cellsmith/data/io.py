@@ -117,6 +117,17 @@ def require_unique_genes(names: Iterable[object], what: str) -> None:
         )
 
 
+def _require_unique_samples(names: Iterable[object], what: str) -> None:
+    """Refuse repeated sample names: proportions and truth are matched by them."""
+    index = pd.Index([str(n) for n in names])
+    repeated = sorted(index[index.duplicated()].unique())
+    if repeated:
+        raise InputError(
+            f"{what} repeats sample names {repeated[:5]}; results are matched to truth by sample "
+            "name, so make them unique first (rename the rows of a table; `adata.obs_names_make_unique()`)."
+        )
+
+
 def read_h5ad(path: str | Path, *, what: str = "input file", backed: bool = False) -> ad.AnnData:
     """Read an ``.h5ad`` file (``backed``: X stays on disk), refusing broken and empty ones.
 
@@ -368,6 +379,7 @@ def read_bulk(
         else:
             reason = "h5ad files are read as samples x genes"
         require_unique_genes(adata.var_names, f"bulk file {path}")
+        _require_unique_samples(adata.obs_names, f"bulk file {path}")
         return _tag(adata, path, orientation=reason)
     if path.suffix.lower() not in _TABLE_SUFFIXES:
         _existing(path, "bulk file")
@@ -385,6 +397,7 @@ def read_bulk(
         table = table.T
     logger.info("read %s: %s", path, reason)
     require_unique_genes(table.columns, f"bulk table {path} ({reason})")
+    _require_unique_samples(table.index, f"bulk table {path} ({reason})")
     adata = ad.AnnData(
         X=table.to_numpy(dtype=np.float32),
         obs=pd.DataFrame(index=table.index),

@@ -13,8 +13,8 @@ import anndata as ad
 import numpy as np
 
 from cellsmith.data import require_linear
-from cellsmith.data.audit import Scale
-from cellsmith.errors import ScaleError
+from cellsmith.data.audit import Scale, describe_source
+from cellsmith.errors import InputError, ScaleError
 
 #: Largest value of data that may be log2 (log2 of 16-bit microarray intensities is <= 16).
 LOG2_MAX = 25.0
@@ -43,3 +43,20 @@ def require_linear_bulk(bulk: ad.AnnData, *, layer: str | None = None) -> tuple[
         if finite.size and finite.min() >= 0 and finite.max() <= LOG2_MAX:
             raise ScaleError(f"{err}{UNLOG_HINT}") from None
         raise
+
+
+def require_expressed_samples(values: Any, bulk: ad.AnnData, genes: str) -> None:
+    """Refuse bulk samples whose ``values`` (samples x ``genes``, linear) are all zero.
+
+    Raises
+    ------
+    InputError
+        Naming up to five such samples.
+    """
+    totals = np.asarray(values.sum(axis=1)).ravel()
+    empty = np.flatnonzero(totals <= 0)
+    if empty.size:
+        raise InputError(
+            f"{describe_source(bulk)}: samples {list(bulk.obs_names[empty][:5])} have no expression in "
+            f"{genes}; check the gene names and the sample orientation (--orientation)."
+        )

@@ -36,7 +36,7 @@ from cellsmith.data.pseudobulk import as_count_rows, cell_type_labels, check_typ
 from cellsmith.data.rows import CountRows, count_rows
 from cellsmith.data.splits import split_indices
 from cellsmith.deconvolution.adapt import adapt as adapt_platform
-from cellsmith.deconvolution.bulk_input import require_linear_bulk
+from cellsmith.deconvolution.bulk_input import require_expressed_samples, require_linear_bulk
 from cellsmith.deconvolution.config import DeconvolutionConfig
 from cellsmith.deconvolution.content import REFERENCE, BulkContent, bulk_content, reweight, unknown_cells, unknown_mrna_for
 from cellsmith.deconvolution.module import HPVADE
@@ -63,7 +63,6 @@ from cellsmith.errors import (
     CellsmithDeprecationWarning,
     ConfigError,
     GeneSpaceError,
-    InputError,
     ModelDirectoryError,
 )
 from cellsmith.nn import torch_threads
@@ -384,13 +383,12 @@ class Deconvolver(CellsmithModel):
                 reconstructed.append(module.reconstruct_bulk(p).cpu().numpy())
         return np.concatenate(proportions), np.concatenate(reconstructed).astype(np.float64)
 
-    def _network_fit(self, bulk_cpm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def network_fit(self, bulk_cpm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The network's proportions and reconstructed CPM for ``bulk_cpm`` (CPM over the model's
+        genes), without adaptation: the ``fit`` argument of :func:`adapt` (reference-weighted
+        fractions, float64)."""
         props, reconstructed = self._network(bulk_cpm)
         return props.astype(np.float64), reconstructed
-
-    def _nnls_fit(self, bulk_cpm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        props, coefficients = nnls_proportions(bulk_cpm, self.reference_signature)
-        return props, coefficients @ self.reference_signature.T
 
     def _predict_cpm(
         self,
@@ -407,14 +405,14 @@ class Deconvolver(CellsmithModel):
         fractions and unknown share to (None: the reference's counts per cell)."""
         platform, exponent = None, None
         if adapt:
-            adapted = adapt_platform(bulk_cpm, self._network_fit)
+            adapted = adapt_platform(bulk_cpm, self.network_fit)
             props, reconstructed, fitted = adapted.proportions, adapted.reconstructed, adapted.corrected
             platform = pd.Series(adapted.log_factors, index=list(self.genespace), name="log_factor")
             exponent = adapted.exponent
             logger.info("platform adaptation: bulk CPM raised to the power %.2f, gene factors SD %.2f",
                         exponent, float(np.std(adapted.log_factors)))
         else:
-            (props, reconstructed), fitted = self._network_fit(bulk_cpm), bulk_cpm
+            (props, reconstructed), fitted = self.network_fit(bulk_cpm), bulk_cpm
         nnls, coefficients = nnls_proportions(bulk_cpm, self.reference_signature)
         index = pd.Index(index if index is not None else [str(i) for i in range(len(bulk_cpm))], dtype=str)
         fit = pd.DataFrame(
@@ -504,12 +502,7 @@ class Deconvolver(CellsmithModel):
                 "cellsmith deconvolve train ... --genes-from BULK, or run `cellsmith deconvolve run`."
             ) from None
         x = _dense(aligned.X).astype(np.float64)
-        empty = np.flatnonzero(x.sum(axis=1) <= 0)
-        if empty.size:
-            raise InputError(
-                f"{describe_source(bulk)}: samples {list(bulk.obs_names[empty][:5])} have no "
-                "expression in the model's genes; check the gene names and the sample orientation."
-            )
+        require_expressed_samples(x, bulk, "the model's genes")
         logger.info("bulk %s: %s scale, %d samples", describe_source(bulk), scale, bulk.n_obs)
         anchors = np.full((bulk.n_obs, 0), np.nan)
         if self.anchors is not None:

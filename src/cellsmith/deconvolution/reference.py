@@ -26,6 +26,12 @@ from cellsmith.errors import GeneSpaceError
 MIN_GENES = 20
 
 
+def matching_any(names: Sequence[str], patterns: Sequence[str]) -> np.ndarray:
+    """Boolean mask of the ``names`` that any of the regular expressions ``patterns`` finds."""
+    regexes = [re.compile(pattern) for pattern in patterns]
+    return np.array([any(regex.search(str(n)) for regex in regexes) for n in names], dtype=bool)
+
+
 @dataclass
 class GroupMeans:
     """Means over the cells of each group (e.g. a cell type), accumulated block by block.
@@ -168,11 +174,7 @@ def select_genes(
     ``n_per_type`` genes with the highest ``scores[:, k]`` is kept (see :func:`marker_scores`);
     with None every remaining gene.
     """
-    names = np.asarray(gene_names, dtype=str)
-    keep = np.isfinite(scores).any(axis=1)
-    for pattern in exclude_patterns:
-        regex = re.compile(pattern)
-        keep &= ~np.array([bool(regex.search(n)) for n in names])
+    keep = np.isfinite(scores).any(axis=1) & ~matching_any(gene_names, exclude_patterns)
     if n_per_type is None:
         chosen = np.flatnonzero(keep)
     else:
@@ -186,7 +188,8 @@ def select_genes(
         raise GeneSpaceError(
             f"only {chosen.size} genes are left after gene selection (need {MIN_GENES}); lower "
             "min_mean_cpm, raise n_marker_genes or check exclude_gene_patterns in the config, or "
-            "pass a bulk with more genes in common with the reference to --genes-from."
+            "give a bulk with more genes in common with the reference (--bulk of `deconvolve run`, "
+            "--genes-from of `deconvolve train`)."
         )
     logger.info(
         "selected %d genes (%s)", chosen.size,

@@ -22,12 +22,15 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from cellsmith.deconvolution.bulk_input import require_linear_bulk
+from cellsmith.data.audit import describe_source
+from cellsmith.deconvolution.bulk_input import require_expressed_samples, require_linear_bulk
 from cellsmith.deconvolution.config import DeconvolutionConfig
 from cellsmith.deconvolution.content import REFERENCE
 from cellsmith.deconvolution.evaluate import NNLS_SUFFIX, NO_ADAPT_SUFFIX, RUN_FIT, sibling
 from cellsmith.deconvolution.model import Deconvolver, Prediction
+from cellsmith.deconvolution.reference import MIN_GENES
 from cellsmith.deconvolution.unknown import UNKNOWN, UNKNOWN_FLAG
+from cellsmith.errors import GeneSpaceError
 from cellsmith.report import Report, atomic_output_dir
 
 PROPORTIONS = "proportions.csv"
@@ -85,12 +88,25 @@ def run(
     Raises
     ------
     GeneSpaceError
-        Too few shared genes (after marker selection) to train on.
-    InputError, ScaleError
+        Too few shared genes (before or after marker selection) to train on.
+    InputError
+        Bulk samples without expression in the shared genes.
+    ScaleError
         As :meth:`Deconvolver.train` and :meth:`Deconvolver.predict` (log bulk is refused).
     """
-    require_linear_bulk(bulk)  # refuse log bulk before minutes of training, not after
+    # Refuse what prediction would refuse before minutes of training, not after.
+    values, _ = require_linear_bulk(bulk)
     shared = pd.Index(reference.var_names).intersection(pd.Index(bulk.var_names))
+    if len(shared) < MIN_GENES:
+        raise GeneSpaceError(
+            f"the reference ({describe_source(reference)}) and the bulk ({describe_source(bulk)}) share "
+            f"{len(shared)} gene names (need at least {MIN_GENES}); the reference has e.g. "
+            f"{list(reference.var_names[:3])}, the bulk {list(bulk.var_names[:3])}. Use the same "
+            "identifiers on both sides (gene symbols or Ensembl IDs), and check the bulk's orientation "
+            "(--orientation genes-by-samples when its rows are genes)."
+        )
+    in_shared = values[:, bulk.var_names.get_indexer(shared)]
+    require_expressed_samples(in_shared, bulk, "the genes it shares with the reference")
     model = Deconvolver(config).train(
         reference, cell_type_key=cell_type_key, counts_layer=counts_layer, genes=list(shared)
     )
@@ -189,7 +205,6 @@ def run_report(result: RunResult, *, bulk_name: str = "bulk") -> Report:
             + ", ".join(f"{g} {factors[g]:+.2f}" for g in factors.abs().sort_values(ascending=False).index[:8])
             + "."
         )
-    report.heading("Training")
-    report.extend(model.training_report())
+    report.extend(model.training_report())  # under its own heading, "HP-VADE training"
     return report
 

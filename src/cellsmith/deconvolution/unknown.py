@@ -24,12 +24,13 @@ apart, and a lower quantile or a broader anchor set traded the PBMC level for it
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from cellsmith.deconvolution.reference import matching_any
 
 #: Fewest anchors an unknown fraction is estimated from. Measured on GSE60424 (seed 1): 15
 #: anchors qualified and gave r 0.91 with the neutrophils, where no estimate left the known types
@@ -106,13 +107,11 @@ def choose_anchors(
         Regular expressions of genes whose share differs most between protocols
         (mitochondrial, ribosomal): they would carry the platform, not the cells.
     """
-    names = np.asarray(gene_names, dtype=str)
-    eligible = np.ones(len(names), dtype=bool) if exclude is None else ~np.asarray(exclude, dtype=bool)
+    eligible = ~matching_any(gene_names, exclude_patterns)
+    if exclude is not None:
+        eligible &= ~np.asarray(exclude, dtype=bool)
     eligible &= np.nan_to_num(mean_cpm, nan=0.0).min(axis=1) >= ANCHOR_MIN_CPM
     eligible &= np.nan_to_num(detection, nan=0.0).min(axis=1) >= ANCHOR_MIN_DETECTION
-    for pattern in exclude_patterns:
-        regex = re.compile(pattern)
-        eligible &= ~np.array([bool(regex.search(n)) for n in names])
     candidates = np.flatnonzero(eligible)
     spread = np.log(mean_cpm[candidates].max(axis=1) / mean_cpm[candidates].min(axis=1))
     return np.sort(candidates[np.argsort(spread, kind="stable")[:n_anchors]])

@@ -18,7 +18,7 @@ import json
 from collections.abc import Collection
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -29,7 +29,7 @@ from cellsmith.errors import InputError
 from cellsmith.perturbation.screen import Screen
 
 SplitMode = Literal["heldout-perturbations", "heldout-combinations", "heldout-cells"]
-SPLIT_MODES: tuple[str, ...] = ("heldout-perturbations", "heldout-combinations", "heldout-cells")
+SPLIT_MODES: tuple[str, ...] = get_args(SplitMode)
 #: Fewer singles than this: heldout-combinations holds out doubles only.
 MIN_SINGLES_TO_HOLD_OUT = 4
 
@@ -38,7 +38,7 @@ MIN_SINGLES_TO_HOLD_OUT = 4
 class Split:
     """Which cells train, validate and test a model (cell names of the screen)."""
 
-    mode: str
+    mode: SplitMode
     seed: int
     train_targets: list[str]
     test_targets: list[str]

@@ -179,10 +179,6 @@ class ScGPT(nn.Module):
         self.value_encoder = _value_encoder(config)
         self.transformer_encoder = TransformerEncoder(config)
 
-    @property
-    def embedding_dim(self) -> int:
-        return self.config.d_model
-
     def forward(
         self, gene_ids: torch.Tensor, values: torch.Tensor, padding_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
