@@ -80,3 +80,23 @@ def test_a_pretraining_folder_of_cellsmith_0_1_loads_and_converts(tmp_path):
     np.testing.assert_array_equal(loaded.embeddings, np.arange(6).reshape(3, 2))
     loaded.save(tmp_path / "new")
     np.testing.assert_array_equal(PretrainedGenes.load(tmp_path / "new").embeddings, loaded.embeddings)
+
+
+def test_the_random_control_keeps_the_vocabulary_and_only_the_values_change():
+    from cellsmith.perturbation.experiment import random_embeddings_like
+
+    space = GeneSpace([f"G{i}" for i in range(400)])
+    table = np.random.default_rng(0).normal(loc=[0.5, -1.0, 2.0], scale=[1.0, 0.2, 3.0], size=(400, 3)).astype(np.float32)
+    pretrained = PretrainedGenes.from_embeddings(space, table)
+    control = random_embeddings_like(pretrained, seed=3)
+    # Same vocabulary: the split holds out the same targets and learns the same ones.
+    assert control.vocabulary.digest == pretrained.vocabulary.digest
+    assert control.genespace.digest == pretrained.genespace.digest
+    np.testing.assert_array_equal(pretrained.vocabulary_embeddings, table)  # the original is untouched
+    noise = control.vocabulary_embeddings
+    assert noise.shape == table.shape
+    assert abs(np.corrcoef(noise[:, 2], table[:, 2])[0, 1]) < 0.2  # no gene keeps its vector
+    np.testing.assert_allclose(noise.mean(axis=0), table.mean(axis=0), atol=0.35)
+    np.testing.assert_allclose(noise.std(axis=0), table.std(axis=0), rtol=0.15)
+    np.testing.assert_array_equal(random_embeddings_like(pretrained, seed=3).vocabulary_embeddings, noise)
+    assert not np.array_equal(random_embeddings_like(pretrained, seed=4).vocabulary_embeddings, noise)

@@ -10,6 +10,7 @@ an atlas of 20,000 do).
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pandas as pd
+import torch
 
 from cellsmith.data import GeneSpace, cross_dataset_hvg, perturbed_genes, simulate
 from cellsmith.perturbation.config import FinetuneConfig, PretrainConfig
@@ -27,7 +29,8 @@ from cellsmith.perturbation.workflow import HELDOUT_CONTROLS, HELDOUT_REAL, run_
 
 @dataclass
 class Comparison:
-    """The evaluation with pretrained embeddings (model and baselines) and without."""
+    """The evaluation with pretrained embeddings (model and baselines) and with random vectors in
+    their place (:func:`random_embeddings_like`: same vocabulary, so the same split)."""
 
     pretrained: Evaluation
     random: Evaluation
@@ -37,6 +40,19 @@ class Comparison:
         table = self.pretrained.summary.rename(index={"model": "model (pretrained)"})
         ablation = self.random.summary.loc[["model"]].rename(index={"model": "model (random embeddings)"})
         return pd.concat([table.iloc[:1], ablation, table.iloc[1:]])
+
+
+def random_embeddings_like(pretrained: PretrainedGenes, *, seed: int) -> PretrainedGenes:
+    """``pretrained`` with its embedding table replaced by Gaussian noise of the same per-dimension
+    mean and SD: the control for what pretraining learnt. It keeps the vocabulary, so the split
+    (which holds out only targets with an embedding) and the learned targets stay the same; a model
+    without any pretraining embeds only the gene space and would hold out other targets."""
+    control = copy.deepcopy(pretrained)
+    table = pretrained.vocabulary_embeddings
+    noise = np.random.default_rng(seed).normal(table.mean(axis=0), table.std(axis=0), size=table.shape)
+    with torch.no_grad():
+        control.module.gene_embedding.copy_(torch.as_tensor(noise, dtype=torch.float32))
+    return control
 
 
 def simulated_screen_and_pretraining(
@@ -86,10 +102,11 @@ def compare(
     cells_per_target: int = 100,
     num_threads: int = 1,
 ) -> Comparison:
-    """Fine-tune with pretrained and with random embeddings, predict the held-out cells, and
-    evaluate both beside the baselines; wall times per step in ``Comparison.seconds``."""
+    """Fine-tune with pretrained and with random embeddings (:func:`random_embeddings_like`),
+    predict the held-out cells, and evaluate both beside the baselines; wall times per step in
+    ``Comparison.seconds``."""
     evaluations, seconds = {}, {}
-    for name, prior in (("pretrained", pretrained), ("random", None)):
+    for name, prior in (("pretrained", pretrained), ("random", random_embeddings_like(pretrained, seed=config.seed))):
         evaluations[name], times = finetune_and_evaluate(
             screen, space, prior, out_dir, name=name, config=config, split=split,
             cells_per_target=cells_per_target, num_threads=num_threads,
