@@ -199,8 +199,16 @@ def test_bad_bulk_is_refused(trained, reference):
 
 @pytest.mark.parametrize("genes", [[], ["ABSENT1", "ABSENT2"]])
 def test_training_on_no_known_genes_is_refused(reference, genes):
-    with pytest.raises(GeneSpaceError, match="only 0 genes are left after gene selection"):
+    with pytest.raises(GeneSpaceError, match=f"has 0 of the {len(genes)} genes to train on .* same identifiers"):
         Deconvolver(DeconvolutionConfig(**TINY_OPTIONS)).train(reference, cell_type_key="cell_type", genes=genes)
+
+
+def test_exclude_patterns_on_no_genes_give_an_empty_mask():
+    from cellsmith.deconvolution.reference import matching_any
+
+    mask = matching_any([], ["^MT-"])
+    assert mask.dtype == bool and mask.size == 0
+    assert matching_any(["MT-CO1", "CD3E", "RPL3"], ["^MT-", "^RP[SL]"]).tolist() == [True, False, True]
 
 
 def test_bad_reference_is_refused(reference, caplog):

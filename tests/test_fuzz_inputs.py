@@ -154,7 +154,7 @@ CASES = [
     ("decon-run-bulk-ragged", [*DECON_RUN, "--reference", "{in}/cells.h5ad", "--bulk", "{in}/ragged.csv", "--out", "{out}"], "different numbers of fields"),
     ("decon-run-bulk-dup-genes", [*DECON_RUN, "--reference", "{in}/cells.h5ad", "--bulk", "{in}/dup_genes.csv", "--out", "{out}"], "duplicated gene names"),
     ("decon-run-reference-truncated", [*DECON_RUN, "--reference", "{in}/truncated.h5ad", "--bulk", "{in}/nan.csv", "--out", "{out}"], "truncated"),
-    ("decon-run-no-shared-genes", [*DECON_RUN, "--reference", "{in}/cells.h5ad", "--bulk", "{in}/other_ids.csv", "--out", "{out}"], "share 0 gene names"),
+    ("decon-run-no-shared-genes", [*DECON_RUN, "--reference", "{in}/cells.h5ad", "--bulk", "{in}/other_ids.csv", "--out", "{out}"], "has 0 of the 40 genes to train on"),
     ("decon-run-sample-without-expression", [*DECON_RUN, "--reference", "{in}/cells.h5ad", "--bulk", "{in}/zero_sample.csv", "--out", "{out}"], "samples ['s2'] have no expression"),
     ("decon-run-dup-samples", [*DECON_RUN, "--reference", "{in}/cells.h5ad", "--bulk", "{in}/dup_samples.csv", "--out", "{out}"], "repeats sample names ['s1']"),
     ("decon-predict-dup-samples", ["deconvolve", "predict", "--model", "{in}/deconv_model", "--bulk", "{in}/dup_samples.csv", "--out", "{out}.csv"], "repeats sample names"),

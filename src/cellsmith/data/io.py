@@ -98,6 +98,12 @@ def require_shape(adata: ad.AnnData, what: str) -> ad.AnnData:
     return adata
 
 
+def repeated_names(names: Iterable[object]) -> list[str]:
+    """The names that occur more than once (as strings, sorted)."""
+    index = pd.Index([str(n) for n in names])
+    return sorted(index[index.duplicated()].unique())
+
+
 def require_unique_genes(names: Iterable[object], what: str) -> None:
     """Refuse duplicated gene names, listing them and the two usual fixes.
 
@@ -106,8 +112,7 @@ def require_unique_genes(names: Iterable[object], what: str) -> None:
     GeneSpaceError
         When a name occurs more than once.
     """
-    index = pd.Index([str(n) for n in names])
-    duplicated = sorted(index[index.duplicated()].unique())
+    duplicated = repeated_names(names)
     if duplicated:
         shown = ", ".join(duplicated[:10]) + (f" and {len(duplicated) - 10:,} more" if len(duplicated) > 10 else "")
         raise GeneSpaceError(
@@ -119,8 +124,7 @@ def require_unique_genes(names: Iterable[object], what: str) -> None:
 
 def _require_unique_samples(names: Iterable[object], what: str) -> None:
     """Refuse repeated sample names: proportions and truth are matched by them."""
-    index = pd.Index([str(n) for n in names])
-    repeated = sorted(index[index.duplicated()].unique())
+    repeated = repeated_names(names)
     if repeated:
         raise InputError(
             f"{what} repeats sample names {repeated[:5]}; results are matched to truth by sample "
@@ -301,10 +305,10 @@ def read_table(path: str | Path, what: str = "table") -> pd.DataFrame:
     sep = _sniff_separator(path, head)
     shown = {",": "comma", "\t": "tab", ";": "semicolon"}[sep]
     header = next(csv.reader([head.splitlines()[0]], delimiter=sep))
-    seen = pd.Index(header[1:])
-    if seen.duplicated().any():
+    repeated = repeated_names(header[1:])
+    if repeated:
         raise InputError(
-            f"{what} {path} repeats column names {sorted(seen[seen.duplicated()].unique())[:10]}; "
+            f"{what} {path} repeats column names {repeated[:10]}; "
             "make them unique (or sum the duplicated columns) first."
         )
     try:

@@ -45,6 +45,7 @@ from cellsmith.deconvolution.plan import HPVADEPlan
 from cellsmith.deconvolution.reference import (
     GroupMeans,
     consistent_marker_scores,
+    genes_to_train_on,
     group_means,
     select_genes,
     type_codes,
@@ -235,7 +236,7 @@ class Deconvolver(CellsmithModel):
         cell_types = check_type_sizes(labels, what=what)
         gene_names = np.asarray(reference.var_names, dtype=str)
         if genes is not None:
-            keep = np.flatnonzero(np.isin(gene_names, np.asarray(list(genes), dtype=str)))
+            keep = genes_to_train_on(gene_names, genes, what)
             logger.info("restricted to the %d of %d reference genes the bulk has", keep.size, gene_names.size)
             counts, gene_names = _take_columns(counts, keep), gene_names[keep]
         seed_everything(config.seed)

@@ -26,6 +26,29 @@ from cellsmith.errors import GeneSpaceError
 MIN_GENES = 20
 
 
+def genes_to_train_on(reference_genes: Sequence[str], genes: Sequence[str], what: str) -> np.ndarray:
+    """Indices (sorted) of the ``reference_genes`` that are among ``genes`` (e.g. a bulk's).
+
+    Raises
+    ------
+    GeneSpaceError
+        Fewer than :data:`MIN_GENES` in common: usually gene symbols on one side and Ensembl IDs
+        on the other, or a bulk table read with samples as genes.
+    """
+    names = np.asarray(reference_genes, dtype=str)
+    wanted = np.asarray(list(genes), dtype=str)
+    keep = np.flatnonzero(np.isin(names, wanted))
+    if keep.size < MIN_GENES:
+        raise GeneSpaceError(
+            f"{what} has {keep.size} of the {wanted.size} genes to train on (the bulk's); at least "
+            f"{MIN_GENES} are needed. The reference has e.g. {names[:3].tolist()}, the bulk "
+            f"{wanted[:3].tolist()}: use the same identifiers on both sides (gene symbols or Ensembl IDs), "
+            "read a table whose rows are genes with --orientation genes-by-samples, or give a bulk that "
+            "measures more genes."
+        )
+    return keep
+
+
 def matching_any(names: Sequence[str], patterns: Sequence[str]) -> np.ndarray:
     """Boolean mask of the ``names`` that any of the regular expressions ``patterns`` finds."""
     regexes = [re.compile(pattern) for pattern in patterns]

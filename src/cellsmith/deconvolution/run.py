@@ -28,9 +28,8 @@ from cellsmith.deconvolution.config import DeconvolutionConfig
 from cellsmith.deconvolution.content import REFERENCE
 from cellsmith.deconvolution.evaluate import NNLS_SUFFIX, NO_ADAPT_SUFFIX, RUN_FIT, sibling
 from cellsmith.deconvolution.model import Deconvolver, Prediction
-from cellsmith.deconvolution.reference import MIN_GENES
+from cellsmith.deconvolution.reference import genes_to_train_on
 from cellsmith.deconvolution.unknown import UNKNOWN, UNKNOWN_FLAG
-from cellsmith.errors import GeneSpaceError
 from cellsmith.report import Report, atomic_output_dir
 
 PROPORTIONS = "proportions.csv"
@@ -88,7 +87,8 @@ def run(
     Raises
     ------
     GeneSpaceError
-        Too few shared genes (before or after marker selection) to train on.
+        Too few shared genes (before or after marker selection) to train on
+        (:func:`~cellsmith.deconvolution.reference.genes_to_train_on`).
     InputError
         Bulk samples without expression in the shared genes.
     ScaleError
@@ -96,15 +96,7 @@ def run(
     """
     # Refuse what prediction would refuse before minutes of training, not after.
     values, _ = require_linear_bulk(bulk)
-    shared = pd.Index(reference.var_names).intersection(pd.Index(bulk.var_names))
-    if len(shared) < MIN_GENES:
-        raise GeneSpaceError(
-            f"the reference ({describe_source(reference)}) and the bulk ({describe_source(bulk)}) share "
-            f"{len(shared)} gene names (need at least {MIN_GENES}); the reference has e.g. "
-            f"{list(reference.var_names[:3])}, the bulk {list(bulk.var_names[:3])}. Use the same "
-            "identifiers on both sides (gene symbols or Ensembl IDs), and check the bulk's orientation "
-            "(--orientation genes-by-samples when its rows are genes)."
-        )
+    shared = reference.var_names[genes_to_train_on(reference.var_names, bulk.var_names, describe_source(reference))]
     in_shared = values[:, bulk.var_names.get_indexer(shared)]
     require_expressed_samples(in_shared, bulk, "the genes it shares with the reference")
     model = Deconvolver(config).train(
