@@ -17,9 +17,12 @@ of reads; :func:`cellsmith.deconvolution.content.unknown_cells` turns it into a 
 
 Measured (``benchmarks/deconvolution_real.py``, which also prints the true share of reads): the
 level is right on PBMC and 3-6x too low on whole blood and melanoma lymph nodes, while the
-ranking holds (r 0.86-0.96 with neutrophils). Cells the reference lacks there carry fewer anchor
-reads or some marker reads than assumed; only the ratio is seen, so the two cannot be told
-apart, and a lower quantile or a broader anchor set traded the PBMC level for it.
+ranking holds (r 0.86-0.96 with neutrophils). The level rests on the anchors' median, and the
+anchors carry platform factors of their own: with the 20-40 genes a sparse 10x reference offers,
+that median moves by 0.14-0.20 in log on the shared real sets (13-18 % of the reads), and on
+simulated sets without unknown cells it gave up to 0.33. Broader anchor sets cut that noise but
+hold genes neutrophils do not carry, and lose them (BENCHMARKS.md, "Why the unknown's level
+cannot be pinned").
 """
 
 from __future__ import annotations
