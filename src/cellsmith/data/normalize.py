@@ -10,6 +10,7 @@ a torch tensor, and returns the same kind (sparse stays sparse, nothing is densi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TypeVar
 
 import numpy as np
@@ -76,15 +77,21 @@ def cpm(x: Matrix, target_sum: float = CPM) -> Matrix:
     return normalize_total(x, target_sum=target_sum)
 
 
-def log1p(x: Matrix) -> Matrix:
-    """Natural ``log(1 + x)`` for arrays, sparse matrices (on stored values) and tensors."""
+def _zero_preserving(x: Matrix, numpy_fn: Callable[[np.ndarray], np.ndarray], tensor_method: str) -> Matrix:
+    """``numpy_fn`` applied to every value of ``x`` (an array, a sparse matrix: its stored values
+    only, as ``numpy_fn(0) == 0``, or a tensor: its method ``tensor_method``)."""
     if sp.issparse(x):
         out = x.copy()
-        out.data = np.log1p(out.data)
+        out.data = numpy_fn(out.data)
         return out
     if _is_torch(x):
-        return x.log1p()
-    return np.log1p(x)
+        return getattr(x, tensor_method)()
+    return numpy_fn(x)
+
+
+def log1p(x: Matrix) -> Matrix:
+    """Natural ``log(1 + x)`` for arrays, sparse matrices (on stored values) and tensors."""
+    return _zero_preserving(x, np.log1p, "log1p")
 
 
 def log1p_normalize(x: Matrix, target_sum: float = CP10K) -> Matrix:
@@ -107,13 +114,7 @@ def bulk_to_network(bulk_cpm: Matrix) -> Matrix:
 
 def expm1(x: Matrix) -> Matrix:
     """Inverse of :func:`log1p` (sparse-aware)."""
-    if sp.issparse(x):
-        out = x.copy()
-        out.data = np.expm1(out.data)
-        return out
-    if _is_torch(x):
-        return x.expm1()
-    return np.expm1(x)
+    return _zero_preserving(x, np.expm1, "expm1")
 
 
 def standardize(x: Matrix, mean, sd) -> Matrix:
