@@ -10,7 +10,7 @@ import pytest
 from cellsmith.data import normalize, simulate
 from cellsmith.deconvolution import DeconvolutionConfig, Deconvolver, nnls_proportions
 from cellsmith.deconvolution.adapt import adapt, range_exponent
-from cellsmith.deconvolution.unknown import UNKNOWN
+from cellsmith.deconvolution.unknown import UNKNOWN, Anchors, anchor_noise
 from cellsmith.errors import ScaleError
 
 from deconvolution_tiny import TINY, tiny_reference, write_tiny_inputs
@@ -44,8 +44,10 @@ def test_run_trains_on_shared_genes_and_writes_every_output(files):
     np.testing.assert_allclose(props.sum(axis=1), 1.0, atol=1e-6)
     assert list(pd.read_csv(out / "proportions.nnls.csv", index_col=0).columns) == list(props.columns)
     fit = pd.read_csv(out / "fit.csv", index_col=0)
-    assert {"r2_log_hpvade", "unknown_hpvade", "unknown_flag"} <= set(fit.columns)
+    assert {"r2_log_hpvade", "unknown_hpvade", "unknown_flag", "unknown_anchor_se"} <= set(fit.columns)
+    assert (fit["unknown_anchor_se"] > 0).all()
     html = (out / "report.html").read_text()
+    assert re.search(r"rests on \d+ anchor genes .* by about ±\d\.\d\d in log", html)
     assert "NNLS" in html and "--no-adapt" in html and "Platform adaptation" in html
     assert re.search(r"raised to the power \d\.\d\d to restore its dynamic range", html)
     model = Deconvolver.load(out / "model")
@@ -201,3 +203,20 @@ def test_unknown_fraction_recovers_reads_the_reference_cannot_produce():
     assert np.corrcoef(unknown, share)[0, 1] > 0.9
     assert np.abs(unknown - share).mean() < 0.1
     assert unknown[:5].max() < 0.1
+
+
+def test_anchor_noise_is_the_standard_error_of_the_anchors_median():
+    """Anchors with independent platform factors of SD 0.8: their median log-ratio moves by about
+    1.25 * 0.8 / sqrt(n), whatever the bulk's scale or composition, and NaN (absent) anchors do
+    not count."""
+    rng = np.random.default_rng(0)
+    n_anchors, sd = 400, 0.8
+    anchors = Anchors([f"g{i}" for i in range(n_anchors)], rng.uniform(50, 500, (n_anchors, 3)), np.ones(3))
+    read_fraction = rng.dirichlet(np.ones(3), 6)
+    factors = np.exp(rng.normal(0.0, sd, n_anchors))
+    bulk = 37.0 * (read_fraction @ anchors.signature.T) * factors
+    expected = np.sqrt(np.pi / 2) * sd / np.sqrt(n_anchors)
+    np.testing.assert_allclose(anchor_noise(bulk, read_fraction, anchors), expected, rtol=0.15)
+    bulk[:, n_anchors // 2 :] = np.nan
+    np.testing.assert_allclose(anchor_noise(bulk, read_fraction, anchors), expected * np.sqrt(2), rtol=0.2)
+    assert np.isnan(anchor_noise(np.full((1, n_anchors), np.nan), read_fraction[:1], anchors)).all()

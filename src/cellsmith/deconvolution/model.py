@@ -55,6 +55,7 @@ from cellsmith.deconvolution.unknown import (
     UNKNOWN,
     UNKNOWN_FLAG,
     Anchors,
+    anchor_noise,
     choose_anchors,
     read_fractions,
     unknown_fraction,
@@ -96,8 +97,10 @@ class Prediction:
         it ran; low values: the bulk holds something the reference lacks), ``nnls_total``, the
         sum of the raw NNLS coefficients, and, when the model can estimate it,
         ``unknown_hpvade`` (a share of cells when the fractions are weighted by mRNA per cell) /
-        ``unknown_nnls`` (a share of reads) and ``unknown_flag`` (unknown above
-        :data:`~cellsmith.deconvolution.unknown.UNKNOWN_FLAG`).
+        ``unknown_nnls`` (a share of reads), ``unknown_flag`` (unknown above
+        :data:`~cellsmith.deconvolution.unknown.UNKNOWN_FLAG`) and ``unknown_anchor_se``, how far
+        (natural log) the anchors' own platform factors may move the unknown's level
+        (:func:`~cellsmith.deconvolution.unknown.anchor_noise`).
     platform
         Gene-wise natural-log platform factors (bulk over reference) when adaptation ran.
     range_exponent
@@ -428,6 +431,7 @@ class Deconvolver(CellsmithModel):
         if has_unknown:
             for method, p in (("hpvade", props), ("nnls", nnls)):
                 fit[f"{UNKNOWN}_{method}"] = self._unknown(p, *bulk_linear)
+            fit[f"{UNKNOWN}_anchor_se"] = anchor_noise(bulk_linear[1], self._read_fractions(props), self.anchors)
         # After the unknown fraction, which needs the network's own (reference-weighted) fractions.
         mrna_content = None
         if content is not None:
@@ -471,10 +475,13 @@ class Deconvolver(CellsmithModel):
         unknown = unknown_mrna_for(setting, self.config.unknown_mrna if unknown_mrna is None else unknown_mrna)
         return BulkContent(types, unknown)
 
+    def _read_fractions(self, proportions: np.ndarray) -> np.ndarray:
+        """The network's (reference-weighted) cell fractions -> its types' shares of reads."""
+        return read_fractions(proportions, np.asarray(self.setup["mrna_content"], dtype=np.float64))
+
     def _unknown(self, proportions: np.ndarray, markers: np.ndarray, anchors: np.ndarray) -> np.ndarray:
-        content = np.asarray(self.setup["mrna_content"], dtype=np.float64)
         return unknown_fraction(
-            markers, anchors, read_fractions(proportions, content), self.reference_signature, self.anchors
+            markers, anchors, self._read_fractions(proportions), self.reference_signature, self.anchors
         )
 
     def bulk_cpm(self, bulk: ad.AnnData, *, layer: str | None = None) -> np.ndarray:

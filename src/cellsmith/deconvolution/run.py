@@ -8,7 +8,7 @@ the ``unknown`` fraction, and writes the outputs folder atomically:
 - ``proportions.nnls.csv``: the NNLS baseline, same columns;
 - ``proportions.no-adapt.csv``: the reference row, HP-VADE as cellsmith 0.1 ran it: no
   adaptation, each type weighted by its reference counts per cell (written when it differs);
-- ``fit.csv``: per-sample fit quality, unknown fractions and their flag;
+- ``fit.csv``: per-sample fit quality, unknown fractions, their flag and the anchors' noise;
 - ``platform.csv``: the estimated gene-wise platform factors (when adaptation ran);
 - ``report.html``: all of it as tables and figures; ``model/``: the trained model.
 """
@@ -171,6 +171,16 @@ def run_report(result: RunResult, *, bulk_name: str = "bulk") -> Report:
         css_class="note",
     )
     report.table(means)
+    if model.anchors is not None and f"{UNKNOWN}_anchor_se" in prediction.fit:
+        se = float(np.nanmedian(prediction.fit[f"{UNKNOWN}_anchor_se"]))
+        report.text(
+            f"The unknown's level rests on {len(model.anchors.genes)} anchor genes (expressed evenly in every "
+            f"reference type). Each carries a platform factor of its own: from their spread, these may move the "
+            f"level by about ±{se:.2f} in log, or ±{1 - np.exp(-se):.2f} of the reads (median over samples; "
+            "unknown_anchor_se in fit.csv). That is a floor on its uncertainty; the unknown ranks samples more "
+            "reliably than it sets their level.",
+            css_class="note",
+        )
     report.figure(proportions_figure(frames), caption="Proportions per sample (grey: unknown).")
     if prediction.mrna_content is not None:
         report.heading("mRNA per cell")

@@ -126,12 +126,47 @@ def read_fractions(proportions: np.ndarray, content: np.ndarray) -> np.ndarray:
     return weighted / weighted.sum(axis=1, keepdims=True)
 
 
+def _log_ratios(values: np.ndarray, expected: np.ndarray, usable: np.ndarray) -> np.ndarray:
+    """``log(values / expected)`` where ``usable``, NaN elsewhere."""
+    return np.where(usable, np.log(np.where(usable, values, 1.0) / np.where(usable, expected, 1.0)), np.nan)
+
+
 def _median_log_ratio(values: np.ndarray, expected: np.ndarray, usable: np.ndarray) -> np.ndarray:
     """Per sample, the median over usable genes of ``log(values / expected)`` (NaN if none)."""
-    ratio = np.where(usable, np.log(np.where(usable, values, 1.0) / np.where(usable, expected, 1.0)), np.nan)
+    ratio = _log_ratios(values, expected, usable)
     has_any = usable.any(axis=1)
     result = np.full(values.shape[0], np.nan)
     result[has_any] = np.nanmedian(ratio[has_any], axis=1)
+    return result
+
+
+def _usable_anchors(bulk_anchors: np.ndarray) -> np.ndarray:
+    return np.isfinite(bulk_anchors) & (bulk_anchors > 0)
+
+
+#: Standard error of a median over n normal values, in units of their SD times 1 / sqrt(n).
+_MEDIAN_SE = np.sqrt(np.pi / 2)
+#: Median absolute deviation -> SD of a normal distribution.
+_MAD_TO_SD = 1.4826
+
+
+def anchor_noise(bulk_anchors: np.ndarray, read_fraction: np.ndarray, anchors: Anchors) -> np.ndarray:
+    """``(n_samples,)`` standard error, in natural log, of the anchors' median log-ratio.
+
+    Each anchor carries a platform factor of its own, so the anchors' log-ratios (bulk over
+    expected) spread; their median, on which the unknown's level rests, moves with that spread
+    by about ``1.25 * SD / sqrt(n)`` (robust SD from the median absolute deviation). It is a
+    floor on the level's uncertainty, not an interval: it leaves out effects common to the
+    anchors, such as cells the reference lacks carrying fewer anchor reads.
+    """
+    usable = _usable_anchors(bulk_anchors)
+    ratio = _log_ratios(np.nan_to_num(bulk_anchors, nan=0.0), read_fraction @ anchors.signature.T, usable)
+    result = np.full(ratio.shape[0], np.nan)
+    n = usable.sum(axis=1)
+    has_two = n >= 2
+    centred = np.abs(ratio[has_two] - np.nanmedian(ratio[has_two], axis=1, keepdims=True))
+    spread = _MAD_TO_SD * np.nanmedian(centred, axis=1)
+    result[has_two] = _MEDIAN_SE * spread / np.sqrt(n[has_two])
     return result
 
 
@@ -157,7 +192,7 @@ def unknown_fraction(
     expected_markers = read_fraction @ (signature * anchors.marker_share).T
     expected_anchors = read_fraction @ anchors.signature.T
     markers_usable = (bulk_markers > 0) & (expected_markers >= MARKER_MIN_CPM)
-    anchors_usable = np.isfinite(bulk_anchors) & (bulk_anchors > 0)
+    anchors_usable = _usable_anchors(bulk_anchors)
     log_known = _median_log_ratio(bulk_markers, expected_markers, markers_usable) - _median_log_ratio(
         np.nan_to_num(bulk_anchors, nan=0.0), expected_anchors, anchors_usable
     )
