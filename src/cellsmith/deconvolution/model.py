@@ -52,6 +52,7 @@ from cellsmith.deconvolution.reference import (
 )
 from cellsmith.deconvolution.unknown import (
     MIN_ANCHORS,
+    ANCHOR_SE,
     UNKNOWN,
     UNKNOWN_FLAG,
     Anchors,
@@ -431,7 +432,7 @@ class Deconvolver(CellsmithModel):
         if has_unknown:
             for method, p in (("hpvade", props), ("nnls", nnls)):
                 fit[f"{UNKNOWN}_{method}"] = self._unknown(p, *bulk_linear)
-            fit[f"{UNKNOWN}_anchor_se"] = anchor_noise(bulk_linear[1], self._read_fractions(props), self.anchors)
+            fit[ANCHOR_SE] = anchor_noise(bulk_linear[1], self._read_fractions(props), self.anchors)
         # After the unknown fraction, which needs the network's own (reference-weighted) fractions.
         mrna_content = None
         if content is not None:

@@ -29,7 +29,7 @@ from cellsmith.deconvolution.content import REFERENCE
 from cellsmith.deconvolution.evaluate import NNLS_SUFFIX, NO_ADAPT_SUFFIX, RUN_FIT, sibling
 from cellsmith.deconvolution.model import Deconvolver, Prediction
 from cellsmith.deconvolution.reference import genes_to_train_on
-from cellsmith.deconvolution.unknown import UNKNOWN, UNKNOWN_FLAG
+from cellsmith.deconvolution.unknown import ANCHOR_SE, UNKNOWN, UNKNOWN_FLAG
 from cellsmith.report import Report, atomic_output_dir
 
 PROPORTIONS = "proportions.csv"
@@ -171,13 +171,13 @@ def run_report(result: RunResult, *, bulk_name: str = "bulk") -> Report:
         css_class="note",
     )
     report.table(means)
-    if model.anchors is not None and f"{UNKNOWN}_anchor_se" in prediction.fit:
-        se = float(np.nanmedian(prediction.fit[f"{UNKNOWN}_anchor_se"]))
+    if ANCHOR_SE in prediction.fit:  # the model has anchors
+        se = float(np.nanmedian(prediction.fit[ANCHOR_SE]))
         report.text(
             f"The unknown's level rests on {len(model.anchors.genes)} anchor genes (expressed evenly in every "
             f"reference type). Each carries a platform factor of its own: from their spread, these may move the "
             f"level by about ±{se:.2f} in log, or ±{1 - np.exp(-se):.2f} of the reads (median over samples; "
-            "unknown_anchor_se in fit.csv). That is a floor on its uncertainty; the unknown ranks samples more "
+            f"{ANCHOR_SE} in fit.csv). That is a floor on its uncertainty; the unknown ranks samples more "
             "reliably than it sets their level.",
             css_class="note",
         )

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.stats import median_abs_deviation
 
 from cellsmith.deconvolution.reference import matching_any
 
@@ -131,23 +132,23 @@ def _log_ratios(values: np.ndarray, expected: np.ndarray, usable: np.ndarray) ->
     return np.where(usable, np.log(np.where(usable, values, 1.0) / np.where(usable, expected, 1.0)), np.nan)
 
 
-def _median_log_ratio(values: np.ndarray, expected: np.ndarray, usable: np.ndarray) -> np.ndarray:
-    """Per sample, the median over usable genes of ``log(values / expected)`` (NaN if none)."""
-    ratio = _log_ratios(values, expected, usable)
-    has_any = usable.any(axis=1)
-    result = np.full(values.shape[0], np.nan)
+def _row_medians(ratio: np.ndarray) -> np.ndarray:
+    """Per row, the median of the non-NaN values (NaN for a row without any)."""
+    result = np.full(ratio.shape[0], np.nan)
+    has_any = np.isfinite(ratio).any(axis=1)
     result[has_any] = np.nanmedian(ratio[has_any], axis=1)
     return result
 
 
-def _usable_anchors(bulk_anchors: np.ndarray) -> np.ndarray:
-    return np.isfinite(bulk_anchors) & (bulk_anchors > 0)
+def _anchor_log_ratios(bulk_anchors: np.ndarray, read_fraction: np.ndarray, anchors: Anchors) -> np.ndarray:
+    """``(n_samples, n_anchors)`` log of the bulk over what the known types would give, NaN where
+    the bulk lacks an anchor or measures 0."""
+    usable = np.isfinite(bulk_anchors) & (bulk_anchors > 0)
+    return _log_ratios(np.nan_to_num(bulk_anchors, nan=0.0), read_fraction @ anchors.signature.T, usable)
 
 
 #: Standard error of a median over n normal values, in units of their SD times 1 / sqrt(n).
 _MEDIAN_SE = np.sqrt(np.pi / 2)
-#: Median absolute deviation -> SD of a normal distribution.
-_MAD_TO_SD = 1.4826
 
 
 def anchor_noise(bulk_anchors: np.ndarray, read_fraction: np.ndarray, anchors: Anchors) -> np.ndarray:
@@ -157,15 +158,14 @@ def anchor_noise(bulk_anchors: np.ndarray, read_fraction: np.ndarray, anchors: A
     expected) spread; their median, on which the unknown's level rests, moves with that spread
     by about ``1.25 * SD / sqrt(n)`` (robust SD from the median absolute deviation). It is a
     floor on the level's uncertainty, not an interval: it leaves out effects common to the
-    anchors, such as cells the reference lacks carrying fewer anchor reads.
+    anchors, such as cells the reference lacks carrying fewer anchor reads. NaN with fewer than
+    2 anchors measured.
     """
-    usable = _usable_anchors(bulk_anchors)
-    ratio = _log_ratios(np.nan_to_num(bulk_anchors, nan=0.0), read_fraction @ anchors.signature.T, usable)
+    ratio = _anchor_log_ratios(bulk_anchors, read_fraction, anchors)
+    n = np.isfinite(ratio).sum(axis=1)
     result = np.full(ratio.shape[0], np.nan)
-    n = usable.sum(axis=1)
     has_two = n >= 2
-    centred = np.abs(ratio[has_two] - np.nanmedian(ratio[has_two], axis=1, keepdims=True))
-    spread = _MAD_TO_SD * np.nanmedian(centred, axis=1)
+    spread = median_abs_deviation(ratio[has_two], axis=1, scale="normal", nan_policy="omit")
     result[has_two] = _MEDIAN_SE * spread / np.sqrt(n[has_two])
     return result
 
@@ -190,11 +190,9 @@ def unknown_fraction(
         ``(n_genes, n_types)`` the model's marker signature, CPM over the model's genes.
     """
     expected_markers = read_fraction @ (signature * anchors.marker_share).T
-    expected_anchors = read_fraction @ anchors.signature.T
     markers_usable = (bulk_markers > 0) & (expected_markers >= MARKER_MIN_CPM)
-    anchors_usable = _usable_anchors(bulk_anchors)
-    log_known = _median_log_ratio(bulk_markers, expected_markers, markers_usable) - _median_log_ratio(
-        np.nan_to_num(bulk_anchors, nan=0.0), expected_anchors, anchors_usable
+    log_known = _row_medians(_log_ratios(bulk_markers, expected_markers, markers_usable)) - _row_medians(
+        _anchor_log_ratios(bulk_anchors, read_fraction, anchors)
     )
     return np.clip(1.0 - np.exp(np.nan_to_num(log_known, nan=0.0)), 0.0, 1.0)
 
@@ -212,3 +210,5 @@ def with_unknown(proportions: pd.DataFrame, unknown: np.ndarray | None) -> pd.Da
 
 #: Column of the unknown fraction in proportions tables.
 UNKNOWN = "unknown"
+#: Column of :func:`anchor_noise` in fit tables.
+ANCHOR_SE = f"{UNKNOWN}_anchor_se"
