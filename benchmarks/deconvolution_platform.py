@@ -7,8 +7,8 @@ efficiency). With ``--compressions``, the CPM is first raised to a power below 1
 narrows the dynamic range. Rows: HP-VADE with prediction-time adaptation, with adaptation by
 gene-wise factors only (no range exponent), without adaptation, and NNLS; the adapted types
 scaled by ``1 - unknown`` as ``deconvolve run`` writes them (no cell here is unknown, so any
-unknown is spurious); the exponent adaptation estimated and the mean unknown share. Columns: pooled CCC per (setting, seed) and their mean. Acceptance:
-CCC >= 0.95 with adaptation.
+unknown is spurious); the exponent adaptation estimated and the mean unknown share. Columns:
+pooled CCC per (setting, seed) and their mean. Acceptance: CCC >= 0.95 with adaptation.
 
     .venv/bin/python benchmarks/deconvolution_platform.py [--sds 0.5,1.0] [--seeds 0,1,2] [--compressions 1,0.6]
         [--n-samples 200] [--config CFG.yaml] [--n-train-samples N --max-epochs E] [--json out.json]

@@ -51,8 +51,8 @@ from cellsmith.deconvolution.reference import (
     type_codes,
 )
 from cellsmith.deconvolution.unknown import (
-    MIN_ANCHORS,
     ANCHOR_SE,
+    MIN_ANCHORS,
     UNKNOWN,
     UNKNOWN_FLAG,
     Anchors,
