@@ -7,7 +7,6 @@ without a traceback, exit status 2; ``--verbose`` shows the traceback.
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -16,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
+from cellsmith import _interrupt
 from cellsmith import cli_options  # its import also sets the help metavars of every command
 from cellsmith.errors import CellsmithError, InputError
 from cellsmith.retrieval.cli import retrieve_app
@@ -155,16 +155,9 @@ def demo(
     out.print(f"demo report written to {path.resolve()}")
 
 
-def _exit_on_sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main() -> None:
     """Console-script entry point: user errors without traceback, exit status 2."""
-    # By default SIGTERM (kill, a scheduler's time limit) ends Python without running `finally`
-    # blocks, which would leave the temporary folders of the atomic writers behind; as a
-    # SystemExit it unwinds like Ctrl-C does and they are removed.
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    _interrupt.install()  # Ctrl-C and SIGTERM unwind and are never lost before outputs are moved
     # Typer handles usage errors itself (exit 2) and lets other exceptions through.
     try:
         app()

@@ -32,6 +32,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from cellsmith._interrupt import raise_if_interrupted
 from cellsmith.config import CellsmithConfig
 from cellsmith.data.genespace import GeneSpace
 from cellsmith.errors import ConfigError, ModelDirectoryError
@@ -113,6 +114,7 @@ def write_model_dir(
             "files": sorted(p.name for p in tmp.iterdir()) + [MANIFEST],
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        raise_if_interrupted()
         _replace_dir(tmp, path)
     finally:
         if tmp.exists():

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+from cellsmith._interrupt import raise_if_interrupted
 from cellsmith.errors import InputError
 
 
@@ -33,6 +34,7 @@ def write_atomic_files(writers: Mapping[Path, Callable[[Path], None]]) -> list[P
             temps[path] = Path(tmp)
             temps[path].unlink()  # writers (h5py, savefig) create the file themselves
             write(temps[path])
+        raise_if_interrupted()
         for path, tmp in temps.items():
             tmp.replace(path)
     finally:
@@ -63,6 +65,7 @@ def atomic_output_dir(path: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     try:
         yield tmp
+        raise_if_interrupted()
         if path.exists():
             shutil.rmtree(path) if path.is_dir() else path.unlink()
         tmp.replace(path)
