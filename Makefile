@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install benchmarks clean
+.PHONY: demo test install lint benchmarks clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# ruff with the rules in pyproject.toml (pyflakes, pycodestyle, bugbear, import order)
+lint: $(STAMP)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[lint]"
+	$(BIN)/ruff check src tests benchmarks
 
 benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py

@@ -51,7 +51,9 @@ def csr_bytes(path) -> tuple[tuple[int, int], int, int]:
         x = f["X"]
         n_rows, n_cols = (int(v) for v in x.attrs["shape"])
         nnz = x["data"].shape[0]
-        size = nnz * (x["data"].dtype.itemsize + x["indices"].dtype.itemsize) + (n_rows + 1) * x["indptr"].dtype.itemsize
+        size = (
+            nnz * (x["data"].dtype.itemsize + x["indices"].dtype.itemsize) + (n_rows + 1) * x["indptr"].dtype.itemsize
+        )
     return (n_rows, n_cols), nnz, size
 
 

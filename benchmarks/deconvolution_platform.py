@@ -105,7 +105,9 @@ def main() -> None:
                     # What `deconvolve run` writes: the types scaled by 1 - unknown. These
                     # pseudo-bulks hold no unknown cells, so any estimated unknown is spurious.
                     "HP-VADE adapt, with unknown": adapted.with_unknown("hpvade"),
-                    "HP-VADE adapt, factors only": pd.DataFrame(factors_only, index=truth.index, columns=model.cell_types),
+                    "HP-VADE adapt, factors only": pd.DataFrame(
+                        factors_only, index=truth.index, columns=model.cell_types
+                    ),
                     "HP-VADE no-adapt": plain.proportions,
                     "NNLS": plain.nnls,
                 }
@@ -116,8 +118,7 @@ def main() -> None:
     table = pd.DataFrame(columns)
     for setting in settings:
         table[f"mean {setting}"] = table[[c for c in columns if c.startswith(f"{setting} seed ")]].mean(axis=1)
-    print(f"pooled CCC, {args.n_samples} pseudo-bulks per set; training {train_s:.0f} s, "
-          f"load {os.getloadavg()[0]:.1f}")
+    print(f"pooled CCC, {args.n_samples} pseudo-bulks per set; training {train_s:.0f} s, load {os.getloadavg()[0]:.1f}")
     print(table.round(3).to_string())
     if args.json:
         args.json.write_text(json.dumps(table.round(4).to_dict(orient="index"), indent=1))

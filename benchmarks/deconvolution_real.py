@@ -143,7 +143,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sets", default=",".join(SETS))
     parser.add_argument(
-        "--seeds", "--seed", default="0", help="Comma-separated seeds; with several, each seed's pooled CCC and the table "
+        "--seeds",
+        "--seed",
+        default="0",
+        help="Comma-separated seeds; with several, each seed's pooled CCC and the table "
         "of their mean proportions (a seed ensemble) are printed.",
     )
     parser.add_argument("--config", type=Path, default=None)
@@ -161,8 +164,14 @@ def main() -> None:
     config = DeconvolutionConfig.from_yaml(
         args.config, progress_bar=False, n_train_samples=args.n_train_samples, max_epochs=args.max_epochs
     )
-    result = {"config": {"genes": args.genes, "seeds": seeds, "n_train_samples": args.n_train_samples,
-                         "max_epochs": args.max_epochs}}
+    result = {
+        "config": {
+            "genes": args.genes,
+            "seeds": seeds,
+            "n_train_samples": args.n_train_samples,
+            "max_epochs": args.max_epochs,
+        }
+    }
     for name in args.sets.split(","):
         filename, mapping, absent = SETS[name]
         bulk = read_bulk(DATA / filename)
@@ -178,13 +187,17 @@ def main() -> None:
         mean = {method: sum(p[method] for p in per_seed) / len(per_seed) for method in per_seed[0]}
         table = method_table(mean, truth, type_map, absent_truth)
         seconds = time.perf_counter() - start
-        print(f"\n## {name} ({bulk.n_obs} samples, {len(genes):,} shared genes, {seconds:.0f} s, "
-              f"load {os.getloadavg()[0]:.1f})")
+        print(
+            f"\n## {name} ({bulk.n_obs} samples, {len(genes):,} shared genes, {seconds:.0f} s, "
+            f"load {os.getloadavg()[0]:.1f})"
+        )
         if len(seeds) > 1:
-            ccc = pd.DataFrame({
-                f"seed {seed}": method_table(pred, truth, type_map, absent_truth)["ccc"]
-                for seed, pred in zip(seeds, per_seed)
-            })
+            ccc = pd.DataFrame(
+                {
+                    f"seed {seed}": method_table(pred, truth, type_map, absent_truth)["ccc"]
+                    for seed, pred in zip(seeds, per_seed, strict=True)
+                }
+            )
             ccc["mean of seeds"], ccc["ensemble"] = ccc.mean(axis=1), table["ccc"]
             print("pooled CCC per seed and of the ensemble (mean proportions):")
             print(ccc.round(3).to_string())
@@ -192,7 +205,9 @@ def main() -> None:
         print(table.round(3).to_string())
         result[name] = table.round(4).to_dict(orient="index")
         # Under the reference's weights the estimated unknown is a share of reads, as true_reads.
-        estimated = pd.DataFrame({f"seed {seed}": p[READ_SHARE_ROW][UNKNOWN] for seed, p in zip(seeds, per_seed)})
+        estimated = pd.DataFrame(
+            {f"seed {seed}": p[READ_SHARE_ROW][UNKNOWN] for seed, p in zip(seeds, per_seed, strict=True)}
+        )
         reads = estimated.assign(true=true_reads).mean()
         print("unknown share of reads, mean over samples (true vs estimated per seed):", reads.round(3).to_dict())
         result[name + "_unknown_reads"] = reads.round(4).to_dict()

@@ -12,8 +12,9 @@ import tracemalloc
 import numpy as np
 import scipy.sparse as sp
 
-from _common import machine, today, write_section
 from cellsmith.data import audit_matrix
+
+from _common import machine, today, write_section
 
 N_CELLS, N_GENES, PER_CELL = 100_000, 20_000, 1_000
 

@@ -45,14 +45,17 @@ def main() -> None:
     rows = ["| input | verdict (`cellsmith audit FILE`) | `--require counts` exit | message |", "|---|---|---|---|"]
     try:
         for name, path in variants(folder).items():
-            result = subprocess.run([str(CLI), "audit", str(path), "--require", "counts"], capture_output=True, text=True)
+            result = subprocess.run(
+                [str(CLI), "audit", str(path), "--require", "counts"], capture_output=True, text=True
+            )
             verdict = next(line for line in result.stdout.splitlines() if line.strip().startswith("X:"))
             message = result.stderr.strip().replace("\n", " ").replace("|", "/")
             rows.append(f"| {name} | {verdict.strip()[3:]} | {result.returncode} | {message[:400]} |")
     finally:
         shutil.rmtree(folder)
     table = "\n".join(rows)
-    text = f"Command: `.venv/bin/python benchmarks/foundation_audit_verdicts.py --write` ({today()}; {machine()})\n\n{table}\n"
+    command = "`.venv/bin/python benchmarks/foundation_audit_verdicts.py --write`"
+    text = f"Command: {command} ({today()}; {machine()})\n\n{table}\n"
     print(text)
     if args.write:
         write_section("foundation-verdicts", text)

@@ -16,7 +16,8 @@ Usage::
 
     python benchmarks/make_scale_data.py atlas --cells 1000000 --out benchmarks/out/atlas_1m.h5ad
     python benchmarks/make_scale_data.py screen --cells 300000 --out benchmarks/out/screen_300k.h5ad
-    python benchmarks/make_scale_data.py atlas --cells 500000 --genes 20000 --density 0.05 --out benchmarks/out/reference_500k.h5ad
+    python benchmarks/make_scale_data.py atlas --cells 500000 --genes 20000 --density 0.05 \
+        --out benchmarks/out/reference_500k.h5ad
 """
 
 from __future__ import annotations
@@ -62,10 +63,8 @@ def atlas_design(rng: np.random.Generator, n_genes: int = 2000, n_types: int = 1
         profile[markers] *= 8.0
         profiles[k] = profile / profile.sum()
     return Design(
-        genes=np.array([f"GENE{i:05d}" for i in range(n_genes)]),
-        profiles=profiles,
-        group_names=np.array([f"type_{k:02d}" for k in range(n_types)]),
-        group_key="cell_type",
+        genes=np.array([f"GENE{i:05d}" for i in range(n_genes)]), profiles=profiles,
+        group_names=np.array([f"type_{k:02d}" for k in range(n_types)]), group_key="cell_type",
         density=0.115,  # ~10% after duplicate draws of abundant genes merge
         knockdown=None,
     )
@@ -86,12 +85,8 @@ def screen_design(rng: np.random.Generator, n_genes: int = 18000, n_targets: int
         profiles[k] = profile / profile.sum()
     genes = np.array([f"GENE{i:05d}" for i in range(n_genes)])
     return Design(
-        genes=genes,
-        profiles=profiles,
-        group_names=np.concatenate([[CONTROL], genes[targets]]),
-        group_key="target_gene",
-        density=0.05,
-        knockdown=np.concatenate([[-1], targets]),
+        genes=genes, profiles=profiles, group_names=np.concatenate([[CONTROL], genes[targets]]),
+        group_key="target_gene", density=0.05, knockdown=np.concatenate([[-1], targets]),
     )
 
 
@@ -121,8 +116,14 @@ def draw_block(design: Design, groups: np.ndarray, rng: np.random.Generator) -> 
 
 
 def write(
-    kind: str, n_cells: int, out: Path, *, n_genes: int | None = None, density: float | None = None,
-    chunk: int = 50_000, seed: int = 0,
+    kind: str,
+    n_cells: int,
+    out: Path,
+    *,
+    n_genes: int | None = None,
+    density: float | None = None,
+    chunk: int = 50_000,
+    seed: int = 0,
 ) -> dict:
     """Write the file; return its size and timing."""
     rng = np.random.default_rng(seed)
@@ -200,11 +201,15 @@ def main() -> None:
     parser.add_argument("--cells", type=int, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--genes", type=int, help="genes (default: atlas 2,000, screen 18,000)")
-    parser.add_argument("--density", type=float, help="share of entries drawn non-zero (default: atlas ~10%%, screen 5%%)")
+    parser.add_argument(
+        "--density", type=float, help="share of entries drawn non-zero (default: atlas ~10%%, screen 5%%)"
+    )
     parser.add_argument("--chunk", type=int, default=50_000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    info = write(args.kind, args.cells, args.out, n_genes=args.genes, density=args.density, chunk=args.chunk, seed=args.seed)
+    info = write(
+        args.kind, args.cells, args.out, n_genes=args.genes, density=args.density, chunk=args.chunk, seed=args.seed
+    )
     print(
         f"{info['kind']}: {info['cells']:,} x {info['genes']:,}, {info['nnz']:,} non-zeros "
         f"({100 * info['density']:.1f}%), {info['bytes'] / 2**30:.2f} GiB in {info['seconds']:.1f} s -> {args.out}"

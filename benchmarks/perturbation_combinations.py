@@ -23,8 +23,6 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from _common import machine, peak_rss_gb, today, write_section
-from perturbation_simulated import table_markdown
 
 from cellsmith.perturbation.config import FinetuneConfig, PretrainConfig
 from cellsmith.perturbation.experiment import (
@@ -32,6 +30,9 @@ from cellsmith.perturbation.experiment import (
     shared_space_and_pretraining,
     simulated_screen_and_pretraining,
 )
+
+from _common import machine, peak_rss_gb, today, write_section
+from perturbation_simulated import table_markdown
 
 SCREEN = dict(n_cells=6000, n_genes=600, n_targets=24, combinations=30, unmeasured_targets=0.5, control_fraction=0.3)
 SCORES = ["pearson_top50_de", "normalized_score", "energy_ratio", "mae"]
@@ -103,11 +104,7 @@ def main() -> None:
         "",
         "Mean over seeds per split category (normalized_score: cell-eval's, against perturbation_mean, on "
         "the category's perturbations alone).",
-        "",
-        table_markdown(mean),
-        "",
-        *verdicts(tables),
-        "",
+        "", table_markdown(mean), "", *verdicts(tables), "",
         *[f"- {name}: {value:.0f} s wall" for name, value in seconds.items()],
         "",
     ])

@@ -20,12 +20,12 @@ import logging
 import time
 from pathlib import Path
 
-from _common import write_section
-from perturbation_simulated import markdown
-
 from cellsmith.data import read
 from cellsmith.perturbation.config import FinetuneConfig, PretrainConfig
 from cellsmith.perturbation.experiment import compare, shared_space_and_pretraining
+
+from _common import write_section
+from perturbation_simulated import markdown
 
 
 def main() -> None:
@@ -63,7 +63,9 @@ def main() -> None:
             f"Papalexi 2021 THP-1, {split}: {len(space)} genes, test targets "
             f"{', '.join(result.pretrained.real_shift.index)} (seed {args.seed})"
         )
-        block = markdown(title, result.summary(), seconds, f".venv/bin/python benchmarks/perturbation_papalexi.py --seed {args.seed}")
+        block = markdown(
+            title, result.summary(), seconds, f".venv/bin/python benchmarks/perturbation_papalexi.py --seed {args.seed}"
+        )
         print(block, flush=True)
         if args.write:
             write_section(f"perturbation-papalexi-{split}-seed{args.seed}", block)

@@ -17,15 +17,15 @@ import logging
 import time
 from pathlib import Path
 
-from _common import machine, today, write_section
-
 from cellsmith.perturbation.config import FinetuneConfig, PretrainConfig
 from cellsmith.perturbation.experiment import compare, shared_space_and_pretraining, simulated_screen_and_pretraining
+
+from _common import machine, today, write_section
 
 
 def table_markdown(frame) -> str:
     """A DataFrame as a markdown table (4 decimals)."""
-    cells = [[str(i), *(f"{v:.4f}" for v in row)] for i, row in zip(frame.index, frame.to_numpy())]
+    cells = [[str(i), *(f"{v:.4f}" for v in row)] for i, row in zip(frame.index, frame.to_numpy(), strict=True)]
     header = ["", *map(str, frame.columns)]
     return "\n".join("| " + " | ".join(r) + " |" for r in [header, ["---"] * len(header), *cells])
 
@@ -35,11 +35,7 @@ def markdown(title: str, table, seconds: dict[str, float], command: str) -> str:
     return "\n".join(
         [
             f"#### {title}",
-            "",
-            f"`{command}` — {today()}; {machine()}",
-            "",
-            table_markdown(table),
-            "",
+            "", f"`{command}` — {today()}; {machine()}", "", table_markdown(table), "",
             *[f"- {name}: {value:.0f} s wall" for name, value in seconds.items()],
             "",
         ]
@@ -70,7 +66,9 @@ def main() -> None:
         f"Simulated screen: {screen.n_obs} cells, 60 targets, held-out targets, {len(space)} genes, "
         f"{unperturbed.n_obs} unperturbed cells for pretraining (seed {args.seed})"
     )
-    block = markdown(title, result.summary(), seconds, f".venv/bin/python benchmarks/perturbation_simulated.py --seed {args.seed}")
+    block = markdown(
+        title, result.summary(), seconds, f".venv/bin/python benchmarks/perturbation_simulated.py --seed {args.seed}"
+    )
     print(block)
     if args.write:
         write_section(f"perturbation-simulated-seed{args.seed}", block)

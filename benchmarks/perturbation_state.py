@@ -31,9 +31,8 @@ import logging
 import os
 import subprocess
 import time
-from pathlib import Path
-
 from dataclasses import dataclass
+from pathlib import Path
 
 import anndata as ad
 import numpy as np
@@ -97,7 +96,9 @@ def write_inputs(screen: ad.AnnData, model_dir: Path, out: Path, context_key: st
     return toml, split
 
 
-def infer_input(model_dir: Path, split: Split, out: Path, cells_per_target: int, seed: int, context_key: str | None) -> Path:
+def infer_input(
+    model_dir: Path, split: Split, out: Path, cells_per_target: int, seed: int, context_key: str | None
+) -> Path:
     """The held-out controls, plus ``cells_per_target`` seeded copies of them per held-out perturbation."""
     model = Setup.read(model_dir)
     controls = read(model_dir / HELDOUT_CONTROLS)
@@ -123,7 +124,9 @@ def main() -> None:
     parser.add_argument("--state", default="/tmp/venv-state/bin/state")
     parser.add_argument("--max-steps", type=int, default=2000)
     parser.add_argument(
-        "--width", type=int, default=128,
+        "--width",
+        type=int,
+        default=128,
         help="STATE's hidden_dim (state_sm: 672, which took about 10 s a step on 2 loaded CPU cores); the "
         "backbone keeps state_sm's shape (4 llama layers, 8 heads, 4x MLP) at this width.",
     )
@@ -139,12 +142,12 @@ def main() -> None:
         "data.kwargs.output_space=gene", "data.kwargs.pert_col=gene", "data.kwargs.cell_type_key=cell_type",
         "data.kwargs.batch_col=gem_group", f"data.kwargs.control_pert={model.control_label}",
         "data.kwargs.num_workers=0", "data.kwargs.pin_memory=false", "model=state_sm", "model.device=cpu",
-        f"model.kwargs.hidden_dim={args.width}", f"model.kwargs.transformer_backbone_kwargs.intermediate_size={4 * args.width}",
-        f"model.kwargs.transformer_backbone_kwargs.head_dim={args.width // 8}",
-        "model.kwargs.cell_set_len=32", f"training.max_steps={args.max_steps}", "training.batch_size=8",
-        f"training.val_freq={args.max_steps}", f"training.ckpt_every_n_steps={args.max_steps}",
-        "training.wandb_track=false", "use_wandb=false", f"training.train_seed={args.seed}",
-        f"output_dir={args.out}", "name=run", "overwrite=true",
+        f"model.kwargs.hidden_dim={args.width}",
+        f"model.kwargs.transformer_backbone_kwargs.intermediate_size={4 * args.width}",
+        f"model.kwargs.transformer_backbone_kwargs.head_dim={args.width // 8}", "model.kwargs.cell_set_len=32",
+        f"training.max_steps={args.max_steps}", "training.batch_size=8", f"training.val_freq={args.max_steps}",
+        f"training.ckpt_every_n_steps={args.max_steps}", "training.wandb_track=false", "use_wandb=false",
+        f"training.train_seed={args.seed}", f"output_dir={args.out}", "name=run", "overwrite=true",
     ]
     start = time.perf_counter()
     subprocess.run(train, check=True)
@@ -153,9 +156,11 @@ def main() -> None:
     predicted = args.out / "state_pred.h5ad"
     start = time.perf_counter()
     subprocess.run(
-        [args.state, "tx", "infer", "--model-dir", str(args.out / "run"), "--adata", str(source), "--pert-col", "gene",
-         "--celltype-col", "cell_type", "--batch-col", "gem_group", "--control-pert", model.control_label,
-         "--seed", str(args.seed), "--output", str(predicted)],
+        [
+            args.state, "tx", "infer", "--model-dir", str(args.out / "run"), "--adata", str(source), "--pert-col",
+            "gene", "--celltype-col", "cell_type", "--batch-col", "gem_group", "--control-pert", model.control_label,
+            "--seed", str(args.seed), "--output", str(predicted),
+        ],
         check=True,
         # arc-state 0.11.1 loads its Lightning checkpoint (which holds NumPy scalars) with torch's
         # default weights_only=True of torch >= 2.6 and fails; the checkpoint is the one this run
@@ -170,20 +175,32 @@ def main() -> None:
     is_control = source_data.obs["gene"].astype(str).to_numpy() == model.control_label
     values = np.vstack([np.asarray(state.X[~is_control]), source_data.X[is_control].toarray()]).astype(np.float32)
     values = np.clip(values, 0.0, None)  # STATE's output can go below 0; cellsmith's baselines clip too
-    labels = np.concatenate([state.obs["gene"].astype(str).to_numpy()[~is_control], np.repeat(model.control_label, is_control.sum())])
+    labels = np.concatenate(
+        [state.obs["gene"].astype(str).to_numpy()[~is_control], np.repeat(model.control_label, is_control.sum())]
+    )
     pred = ad.AnnData(
-        X=values, obs=pd.DataFrame({model.perturbation_key: pd.Categorical(labels)}, index=[f"state{i}" for i in range(labels.size)]),
+        X=values,
+        obs=pd.DataFrame(
+            {model.perturbation_key: pd.Categorical(labels)}, index=[f"state{i}" for i in range(labels.size)]
+        ),
         var=pd.DataFrame(index=list(model.genespace.names)),
     )
-    pred.uns["cellsmith"] = {"perturbation": {
-        "genespace_digest": model.genespace.digest, "perturbation_key": model.perturbation_key,
-        "control_label": model.control_label, "counts_layer": model.counts_layer, "pretrained": False,
-    }}
+    pred.uns["cellsmith"] = {
+        "perturbation": {
+            "genespace_digest": model.genespace.digest,
+            "perturbation_key": model.perturbation_key,
+            "control_label": model.control_label,
+            "counts_layer": model.counts_layer,
+            "pretrained": False,
+        }
+    }
     evaluation = run_evaluate(pred, read(args.model / HELDOUT_REAL), args.out / "eval", baselines_from=args.model)
     name = f"STATE (state_sm shape, hidden {args.width}, {args.max_steps} steps)"
     summary = evaluation.summary.rename(index={"model": name})
     timing = {
-        "state tx train (s)": train_seconds, "state tx infer (s)": infer_seconds, "max_steps": args.max_steps,
+        "state tx train (s)": train_seconds,
+        "state tx infer (s)": infer_seconds,
+        "max_steps": args.max_steps,
         "hidden_dim": args.width,
     }
     (args.out / "timing.json").write_text(json.dumps(timing))

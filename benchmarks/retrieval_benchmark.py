@@ -21,18 +21,29 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from _common import machine, today, write_section
 
 from cellsmith.data.rows import CountRows
 from cellsmith.datasets import simulated_perturbseq
 from cellsmith.metrics.retrieval import retrieval_metrics
 from cellsmith.retrieval import (
-    LogRegEmbedder, PCAEmbedder, QuerySpec, RetrievalConfig, RetrievalWarning, ScreenCounts, build_library, build_queries,
-    mask_counts, run_retrieval, score, split_cells,
+    LogRegEmbedder,
+    PCAEmbedder,
+    QuerySpec,
+    RetrievalConfig,
+    RetrievalWarning,
+    ScreenCounts,
+    build_library,
+    build_queries,
+    mask_counts,
+    run_retrieval,
+    score,
+    split_cells,
 )
 from cellsmith.retrieval.report import write_results
 from cellsmith.retrieval.runner import limit_threads
 from cellsmith.retrieval.tables import best_vs_baseline, head_vs_baseline, summarise
+
+from _common import machine, today, write_section
 
 PAPALEXI = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "papalexi2021_thp1_eccite.h5ad"
 
@@ -56,7 +67,9 @@ def masked_target_gap(rankings: pd.DataFrame, masked: list[str]) -> pd.DataFrame
     shown = rankings[rankings["library"] == "mean"]
     shown = shown.assign(targets=np.where(shown["truth"].isin(masked), "masked targets", "other candidates"),
                          hit=shown["rank"] == 1)
-    table = shown.pivot_table(index=["embedder", "query", "targets"], columns="mask", values="hit", aggfunc="mean", sort=False)
+    table = shown.pivot_table(
+        index=["embedder", "query", "targets"], columns="mask", values="hit", aggfunc="mean", sort=False
+    )
     table["gap (off - on)"] = table["off"] - table["on"]
     return table[["on", "off", "gap (off - on)"]]
 
@@ -70,17 +83,29 @@ def pseudobulk_scale(adata: ad.AnnData, seed: int = 42, size: int = 50) -> pd.Da
     test = counts.rows(split.test)
     queries = build_queries(split, QuerySpec(size), obs_names=adata.obs_names, seed=seed)
     # the same groups of test cells, as summed (masked) counts
-    summed = ScreenCounts(CountRows(sp.csr_matrix((queries.members * size) @ test.csr())), test.genes, test.masked_genes, True)
+    summed = ScreenCounts(
+        CountRows(sp.csr_matrix((queries.members * size) @ test.csr())), test.genes, test.masked_genes, True
+    )
     rows = []
     for embedder in (PCAEmbedder(), LogRegEmbedder()):
         embedder.fit(train, y, val=train, val_labels=y, seed=seed)
-        library = build_library("mean", embedder.transform(train), y, n_candidates=len(split.candidates),
-                                similarity=embedder.similarity, seed=seed)
-        for name, emb in (("mean of cell embeddings", queries.members @ embedder.transform(test)),
-                          ("embedding of summed counts", embedder.transform(summed))):
+        library = build_library(
+            "mean", embedder.transform(train), y, n_candidates=len(split.candidates), similarity=embedder.similarity,
+            seed=seed,
+        )
+        for name, emb in (
+            ("mean of cell embeddings", queries.members @ embedder.transform(test)),
+            ("embedding of summed counts", embedder.transform(summed)),
+        ):
             metrics = retrieval_metrics(score(library, np.asarray(emb, dtype=np.float32)), queries.truth)
-            rows.append({"embedder": embedder.name, "pseudo-bulk query": name, "mrr": metrics["mrr"],
-                         "exact_hit@1": metrics["exact_hit@1"]})
+            rows.append(
+                {
+                    "embedder": embedder.name,
+                    "pseudo-bulk query": name,
+                    "mrr": metrics["mrr"],
+                    "exact_hit@1": metrics["exact_hit@1"],
+                }
+            )
     return pd.DataFrame(rows).set_index(["embedder", "pseudo-bulk query"])
 
 
@@ -110,8 +135,12 @@ def main() -> None:
     if args.out is not None:
         write_results(result, args.out)
     summary = summarise(result.metrics, result.metric_columns).set_index(["embedder", "library", "query", "mask"])
-    shown = summary[["exact_hit@1_mean", "exact_hit@1_sd", "exact_hit@5_mean", "mrr_mean", "mrr_sd",
-                     "ndcg@5_mean", "ndcg@5_sd", "confidence_auc_mean"]]
+    shown = summary[
+        [
+            "exact_hit@1_mean", "exact_hit@1_sd", "exact_hit@5_mean", "mrr_mean", "mrr_sd", "ndcg@5_mean", "ndcg@5_sd",
+            "confidence_auc_mean",
+        ]
+    ]
     masked = result.info.get("masked_genes") or []
     parts = [
         f"`.venv/bin/python benchmarks/retrieval_benchmark.py --dataset {args.dataset} --embedders {args.embedders} "
@@ -126,20 +155,28 @@ def main() -> None:
         "Mean and SD over seeds:\n\n" + markdown(shown),
     ]
     if "off" in set(result.metrics["mask"]):
-        parts.append("exact_hit@1 of queries whose truth is a masked target vs the other candidates (mean library, "
-                     "mean over seeds):\n\n" + markdown(masked_target_gap(result.rankings, masked)))
+        parts.append(
+            "exact_hit@1 of queries whose truth is a masked target vs the other candidates (mean library, "
+            "mean over seeds):\n\n" + markdown(masked_target_gap(result.rankings, masked))
+        )
     heads = head_vs_baseline(result.metrics)
     if not heads.empty:
-        parts.append("Learned head vs logreg, mask on, pseudo-bulk queries (pass = MRR and nDCG@5 within 5% "
-                     "relative, or better):\n\n" + markdown(heads, index=False))
+        parts.append(
+            "Learned head vs logreg, mask on, pseudo-bulk queries (pass = MRR and nDCG@5 within 5% "
+            "relative, or better):\n\n" + markdown(heads, index=False)
+        )
     best = best_vs_baseline(result.metrics)
     if not best.empty:
-        parts.append("Best library of each embedder vs logreg's best (its class ranking included), mask on, MRR "
-                     "mean and SD over seeds:\n\n" + markdown(best, index=False))
+        parts.append(
+            "Best library of each embedder vs logreg's best (its class ranking included), mask on, MRR "
+            "mean and SD over seeds:\n\n" + markdown(best, index=False)
+        )
     if args.pseudobulk_scale:
         with limit_threads(1):
-            parts.append("Pseudo-bulk queries (50 cells, seed 42, mask on, mean library) embedded two ways:\n\n"
-                         + markdown(pseudobulk_scale(adata)))
+            parts.append(
+                "Pseudo-bulk queries (50 cells, seed 42, mask on, mean library) embedded two ways:\n\n"
+                + markdown(pseudobulk_scale(adata))
+            )
     text = "\n\n".join(parts)
     print(text)
     if args.write:

@@ -12,10 +12,11 @@ import argparse
 import time
 
 import numpy as np
-from _common import machine, today, write_section
 
 from cellsmith.metrics.retrieval import retrieval_metrics
 from cellsmith.retrieval import build_library, score
+
+from _common import machine, today, write_section
 
 
 def main() -> None:

@@ -21,9 +21,15 @@ PEER_PYTHON = Path("/tmp/venv-scvi/bin/python")
 CLAIMS: list[tuple[str, list[str]]] = [
     ("foundation-audit", ["foundation_audit.py", "--write"]),
     ("foundation-verdicts", ["foundation_audit_verdicts.py", "--write"]),
-    ("deconvolution-accuracy", ["deconvolution_accuracy.py", "--seed", "1", "--save-model", "/tmp/cellsmith_deconv_model"]),
+    (
+        "deconvolution-accuracy",
+        ["deconvolution_accuracy.py", "--seed", "1", "--save-model", "/tmp/cellsmith_deconv_model"],
+    ),
     ("deconvolution-speed", ["deconvolution_speed.py", "--model", "/tmp/cellsmith_deconv_model"]),
-    ("scvi-speed", ["scvi_speed.py", "--epochs", "30", "--kl-warmup", "30", "--threads", "2", "--out", "/tmp/scvi_speed"]),
+    (
+        "scvi-speed",
+        ["scvi_speed.py", "--epochs", "30", "--kl-warmup", "30", "--threads", "2", "--out", "/tmp/scvi_speed"],
+    ),
     ("scvi-kang", ["scvi_kang.py", "--seed", "0", "--out", "/tmp/scvi_kang"]),
     ("scvi-ablation", ["scvi_ablation.py", "--seed", "0", "--out", "/tmp/scvi_ablation"]),
     ("scvi-resume", ["scvi_resume.py", "--epochs", "12", "--interrupt-at", "5", "--out", "/tmp/scvi_resume"]),
@@ -32,13 +38,31 @@ CLAIMS: list[tuple[str, list[str]]] = [
     ("retrieval-speed", ["retrieval_speed.py", "--write"]),
     (
         "retrieval-papalexi",
-        ["retrieval_benchmark.py", "--dataset", "papalexi", "--embedders", "pca,logreg,head:pca:finetune",
-         "--libraries", "mean,bootstrap,raw_cell", "--queries", "cell,pseudobulk:50", "--seeds", "42,43", "--write"],
+        [
+            "retrieval_benchmark.py", "--dataset", "papalexi", "--embedders",
+            "pca,logreg,head:pca:finetune",
+            "--libraries",
+            "mean,bootstrap,raw_cell",
+            "--queries",
+            "cell,pseudobulk:50",
+            "--seeds",
+            "42,43",
+            "--write",
+        ],
     ),
     (
         "retrieval-simulated",
-        ["retrieval_benchmark.py", "--dataset", "simulated", "--embedders", "pca,logreg,head:pca,head:pca:finetune",
-         "--libraries", "mean,bootstrap,raw_cell", "--queries", "cell,pseudobulk:20", "--seeds", "42,43", "--write"],
+        [
+            "retrieval_benchmark.py", "--dataset", "simulated", "--embedders",
+            "pca,logreg,head:pca,head:pca:finetune",
+            "--libraries",
+            "mean,bootstrap,raw_cell",
+            "--queries",
+            "cell,pseudobulk:20",
+            "--seeds",
+            "42,43",
+            "--write",
+        ],
     ),
 ]
 

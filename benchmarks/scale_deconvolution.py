@@ -39,6 +39,7 @@ import anndata as ad
 import h5py
 import numpy as np
 import pandas as pd
+
 from _common import csr_bytes, machine, time_command, today
 
 STEPS = ("pseudobulk", "pseudobulk-backed", "train", "train-backed")
@@ -123,7 +124,9 @@ def main() -> None:
     run = commands.add_parser("run", help="measure the steps on every reference and print the table")
     run.add_argument("references", nargs="+", type=Path, help=".h5ad references (CSR raw counts, obs cell_type)")
     run.add_argument("--steps", default=",".join(STEPS), help=f"comma list of {', '.join(STEPS)} (default all)")
-    run.add_argument("--max-epochs", type=int, default=None, help="passed to deconvolve train (default: the config's 80)")
+    run.add_argument(
+        "--max-epochs", type=int, default=None, help="passed to deconvolve train (default: the config's 80)"
+    )
     run.add_argument("--samples", type=int, default=10_000, help="pseudo-bulk samples (default 10,000)")
     run.add_argument("--cells-per-sample", type=int, default=500, help="cells per pseudo-bulk (default 500)")
     child = commands.add_parser("pseudobulk", help="one pseudo-bulk simulation in this process (used by run)")

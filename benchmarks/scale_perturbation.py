@@ -76,23 +76,49 @@ def screen_steps(screen: Path, out: Path, options: argparse.Namespace) -> list[t
     """The four steps on one screen (predict's targets are read from the split when it runs)."""
     hvg, model, pred = out / "hvg", out / "model", out / "pred.h5ad"
     return [
-        ("genes hvg", ["genes", "hvg", "--dataset", f"screen={screen}", "--priority-genes-from", "screen:target_gene",
-                       "--n-top", str(options.n_top), "--out", str(hvg)]),
-        ("perturb finetune", ["perturb", "finetune", "--data", str(screen), "--genes", str(hvg), "--out", str(model),
-                              *(["--config", str(options.config)] if options.config else [])]),
-        ("perturb predict", ["perturb", "predict", "--model", str(model), "--controls", str(model / "heldout_controls.h5ad"),
-                             "--targets", "{test_targets}", "--cells-per-target", str(options.cells_per_target),
-                             "--out", str(pred)]),
-        ("perturb evaluate --baselines", ["perturb", "evaluate", "--pred", str(pred), "--real",
-                                          str(model / "heldout_real.h5ad"), "--baselines", "--out", str(out / "eval")]),
+        (
+            "genes hvg",
+            [
+                "genes", "hvg", "--dataset", f"screen={screen}", "--priority-genes-from",
+                "screen:target_gene",
+                "--n-top", str(options.n_top), "--out", str(hvg),
+            ],
+        ),
+        (
+            "perturb finetune",
+            [
+                "perturb", "finetune", "--data", str(screen), "--genes", str(hvg), "--out", str(model),
+                *(["--config", str(options.config)] if options.config else []),
+            ],
+        ),
+        (
+            "perturb predict",
+            [
+                "perturb", "predict", "--model", str(model), "--controls", str(model / "heldout_controls.h5ad"),
+                "--targets", "{test_targets}", "--cells-per-target", str(options.cells_per_target), "--out", str(pred),
+            ],
+        ),
+        (
+            "perturb evaluate --baselines",
+            [
+                "perturb", "evaluate", "--pred", str(pred), "--real", str(model / "heldout_real.h5ad"), "--baselines",
+                "--out", str(out / "eval"),
+            ],
+        ),
     ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("screens", nargs="*", type=Path, help="screens (.h5ad, raw counts, obs target_gene), smallest first")
-    parser.add_argument("--atlas", action="append", type=Path, default=[], help="atlas for `perturb pretrain --backed`; repeat")
-    parser.add_argument("--atlas-genes", type=Path, help="file the pretraining gene space is selected on (default: each atlas)")
+    parser.add_argument(
+        "screens", nargs="*", type=Path, help="screens (.h5ad, raw counts, obs target_gene), smallest first"
+    )
+    parser.add_argument(
+        "--atlas", action="append", type=Path, default=[], help="atlas for `perturb pretrain --backed`; repeat"
+    )
+    parser.add_argument(
+        "--atlas-genes", type=Path, help="file the pretraining gene space is selected on (default: each atlas)"
+    )
     parser.add_argument("--pretrain-steps", type=int, default=300, help="--max-steps of pretraining (default 300)")
     parser.add_argument("--n-top", type=int, default=2000, help="genes of the screen's gene space, targets included")
     parser.add_argument("--cells-per-target", type=int, default=100)
@@ -119,11 +145,19 @@ def main() -> None:
     for atlas in options.atlas:
         out = options.out / atlas.stem
         genes = options.atlas_genes or atlas
-        if record(genes, "genes hvg", ["genes", "hvg", "--dataset", f"atlas={genes}", "--n-top", "2000",
-                                       "--out", str(out / "hvg")]):
-            record(atlas, "perturb pretrain --backed", ["perturb", "pretrain", "--data", str(atlas), "--genes",
-                                                        str(out / "hvg"), "--max-steps", str(options.pretrain_steps),
-                                                        "--out", str(out / "pretrain"), "--backed"])
+        if record(
+            genes,
+            "genes hvg",
+            ["genes", "hvg", "--dataset", f"atlas={genes}", "--n-top", "2000", "--out", str(out / "hvg")],
+        ):
+            record(
+                atlas,
+                "perturb pretrain --backed",
+                [
+                    "perturb", "pretrain", "--data", str(atlas), "--genes", str(out / "hvg"), "--max-steps",
+                    str(options.pretrain_steps), "--out", str(out / "pretrain"), "--backed",
+                ],
+            )
     print("\n" + markdown(rows))
 
 

@@ -25,6 +25,7 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
+
 from _common import describe_h5ad, machine, time_command, today
 from retrieval_benchmark import markdown
 
@@ -49,7 +50,9 @@ def run_one(data: Path, backed: bool, args: argparse.Namespace, out: Path) -> di
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("data", nargs="+", type=Path, help="screens (.h5ad, raw counts, obs target_gene), smallest first")
+    parser.add_argument(
+        "data", nargs="+", type=Path, help="screens (.h5ad, raw counts, obs target_gene), smallest first"
+    )
     parser.add_argument("--modes", default="memory,backed", help="comma list of memory, backed (default both)")
     parser.add_argument("--embedders", default="pca,logreg,head:pca")
     parser.add_argument("--query", default="cell,pseudobulk:50")

@@ -74,11 +74,27 @@ def load() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, default=Path("/work/bench-data"), help="Holds atlas_<N>.h5ad (benchmarks/make_scale_data.py).")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 200_000, 1_000_000], help="Cells of the atlas files to train on.")
-    parser.add_argument("--modes", nargs="+", default=["memory", "backed"], choices=["memory", "backed"], help="cellsmith runs at every size.")
-    parser.add_argument("--peer-sizes", type=int, nargs="*", default=[1_000_000], help="Sizes also trained with scvi-tools (right after cellsmith in memory).")
-    parser.add_argument("--peer-python", default="/tmp/venv-scvi/bin/python", help="Python of the scvi-tools venv (benchmarks/make_peer_venv.sh).")
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path("/work/bench-data"),
+        help="Holds atlas_<N>.h5ad (benchmarks/make_scale_data.py).",
+    )
+    parser.add_argument(
+        "--sizes", type=int, nargs="+", default=[100_000, 200_000, 1_000_000],
+        help="Cells of the atlas files to train on.",
+    )
+    parser.add_argument(
+        "--modes", nargs="+", default=["memory", "backed"], choices=["memory", "backed"],
+        help="cellsmith runs at every size.",
+    )
+    parser.add_argument(
+        "--peer-sizes", type=int, nargs="*", default=[1_000_000],
+        help="Sizes also trained with scvi-tools (right after cellsmith in memory).",
+    )
+    parser.add_argument(
+        "--peer-python",
+        default="/tmp/venv-scvi/bin/python",
+        help="Python of the scvi-tools venv (benchmarks/make_peer_venv.sh).",
+    )
     parser.add_argument("--max-steps", type=int, default=300, help="Training steps of every run.")
     parser.add_argument("--out", type=Path, help="Also write the markdown table here.")
     args = parser.parse_args()
@@ -87,30 +103,43 @@ def main() -> None:
     rows = []
     header = (
         f"{time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, {platform.node()}, {os.cpu_count()} cores, "
-        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 1024**3:.0f} GiB; --max-steps {args.max_steps}, batch {BATCH_SIZE}"
+        f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 1024**3:.0f} GiB; "
+        f"--max-steps {args.max_steps}, batch {BATCH_SIZE}"
     )
     for size in args.sizes:
         data = args.data_dir / f"atlas_{size}.h5ad"
-        runs = [(f"cellsmith {mode}", lambda mode=mode: cellsmith_run(data, mode, args.max_steps, env)) for mode in args.modes]
+        runs = [
+            (f"cellsmith {mode}", lambda mode=mode, data=data: cellsmith_run(data, mode, args.max_steps, env))
+            for mode in args.modes
+        ]
         if size in args.peer_sizes:
-            runs.insert(1, ("scvi-tools", lambda: peer_run(data, args.peer_python, args.max_steps, env)))
+            runs.insert(1, ("scvi-tools", lambda data=data: peer_run(data, args.peer_python, args.max_steps, env)))
         for name, run in runs:
             before, started = load(), time.strftime("%H:%M:%S", time.gmtime())
             result = run()
             if result["returncode"] != 0:
                 print(result["stderr"][-3000:], file=sys.stderr)
-            cells_per_s = result["steps"] * BATCH_SIZE / result["train_s"] if result["train_s"] == result["train_s"] else float("nan")
+            cells_per_s = (
+                result["steps"] * BATCH_SIZE / result["train_s"]
+                if result["train_s"] == result["train_s"]
+                else float("nan")
+            )
+            status = "ok" if result["returncode"] == 0 else f"exit {result['returncode']}"
             rows.append(
                 f"| {size:,} | {name} | {result['wall_s']:.1f} | {result['train_s']:.1f} | {cells_per_s:,.0f} | "
-                f"{result['peak_rss_gb']:.2f} | {started} | {before} | {'ok' if result['returncode'] == 0 else 'exit ' + str(result['returncode'])} | `{result['command']}` |"
+                f"{result['peak_rss_gb']:.2f} | {started} | {before} | {status} | `{result['command']}` |"
             )
             print(rows[-1], flush=True)
-    table = "\n".join([
-        header, "",
-        "| cells | run | wall s (process) | training s | training cells/s | peak RSS GB | start (UTC) | load before | status | command |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-        *rows,
-    ])
+    table = "\n".join(
+        [
+            header,
+            "",
+            "| cells | run | wall s (process) | training s | training cells/s | peak RSS GB | start (UTC) | "
+            "load before | status | command |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+            *rows,
+        ]
+    )
     print(table)
     if args.out is not None:
         args.out.write_text(table + "\n")

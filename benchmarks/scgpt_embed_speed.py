@@ -17,11 +17,12 @@ import anndata as ad
 import numpy as np
 import scipy.sparse as sp
 import torch
-from _common import machine, today
 
 from cellsmith.models.scgpt import ScGPT, ScGPTCheckpoint, ScGPTConfig
 from cellsmith.retrieval import mask_counts
 from cellsmith.retrieval.foundation import FoundationEmbedder
+
+from _common import machine, today
 
 N_TOKENS = 60_697
 
@@ -44,7 +45,11 @@ def main() -> None:
     opts = parser.parse_args()
     adata = screen(opts.cells, 20_000, opts.expressed, seed=0)
     adata.var_names = adata.var["gene"].astype(str)
-    vocab = {f"GENE{i}": i for i in range(N_TOKENS - 3)} | {"<pad>": N_TOKENS - 3, "<cls>": N_TOKENS - 2, "<eoc>": N_TOKENS - 1}
+    vocab = {f"GENE{i}": i for i in range(N_TOKENS - 3)} | {
+        "<pad>": N_TOKENS - 3,
+        "<cls>": N_TOKENS - 2,
+        "<eoc>": N_TOKENS - 1,
+    }
     torch.manual_seed(0)
     model = ScGPT(ScGPTConfig(n_tokens=N_TOKENS, pad_id=vocab["<pad>"])).eval().to(opts.device)
     checkpoint = ScGPTCheckpoint(model, vocab, {"max_seq_len": 1200}, [])
@@ -57,9 +62,11 @@ def main() -> None:
     z = embedder.transform(counts)
     seconds = time.perf_counter() - start
     print(f"{today()} {machine()}")
-    print(f"{opts.cells} cells x {opts.expressed} expressed genes -> {z.shape}, device {opts.device}, "
-          f"batch {opts.batch_size}: {seconds:.1f} s ({1000 * seconds / opts.cells:.0f} ms per cell; "
-          f"{100_000 * seconds / opts.cells / 3600:.1f} h per 100,000 cells at this rate)")
+    print(
+        f"{opts.cells} cells x {opts.expressed} expressed genes -> {z.shape}, device {opts.device}, "
+        f"batch {opts.batch_size}: {seconds:.1f} s ({1000 * seconds / opts.cells:.0f} ms per cell; "
+        f"{100_000 * seconds / opts.cells / 3600:.1f} h per 100,000 cells at this rate)"
+    )
 
 
 if __name__ == "__main__":

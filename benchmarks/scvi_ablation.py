@@ -76,7 +76,10 @@ def main() -> None:
         for kind in ("mean", "sample"):
             result = compare_reconstruction(model, test, seed=args.seed, kind=kind, umap=False, extra_keys=["donor_id"])
             overall = result.metrics.loc[("overall", "all")]
-            for metric in ("knn_mixing", "mean_pearson", "zero_fraction_agreement", "energy_distance", "energy_distance_real_halves"):
+            for metric in (
+                "knn_mixing", "mean_pearson", "zero_fraction_agreement", "energy_distance",
+                "energy_distance_real_halves",
+            ):
                 row[f"{metric} ({kind})"] = float(overall[metric])
             if kind == "mean":
                 row["always_zero_mean"] = float(overall["always_zero_mean"])
@@ -98,7 +101,10 @@ def main() -> None:
     (args.out / "results.json").write_text(json.dumps(summary, indent=1))
     table.to_csv(args.out / "ablation.csv")
     pd.DataFrame(donor_rows).to_csv(args.out / "donors.csv", index=False)
-    print(f"load average {load_average[0]:.2f}; always-zero mean ratios: " + ", ".join(f"{k} {v:.4g}" for k, v in ratios.items()))
+    print(
+        f"load average {load_average[0]:.2f}; always-zero mean ratios: "
+        + ", ".join(f"{k} {v:.4g}" for k, v in ratios.items())
+    )
     print(table.T.to_string(float_format=lambda v: f"{v:.4g}"))
 
 

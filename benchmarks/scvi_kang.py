@@ -35,13 +35,19 @@ KEY, CONTROL, TREATED = "condition", "control", "IFNB"
 
 def log_norm(adata) -> np.ndarray:
     counts = require_counts(adata)
-    return np.asarray(normalize.log1p_normalize(counts).todense() if hasattr(counts, "todense") else normalize.log1p_normalize(counts))
+    return np.asarray(
+        normalize.log1p_normalize(counts).todense() if hasattr(counts, "todense") else normalize.log1p_normalize(counts)
+    )
 
 
 def lfc_scores(pred_lfc: np.ndarray, real_lfc: np.ndarray, top: np.ndarray) -> dict[str, float]:
     p, r = pred_lfc[top], real_lfc[top]
     pearson = float(np.corrcoef(p, r)[0, 1]) if p.std() > 0 else float("nan")
-    return {"pearson_top100": pearson, "mae_top100": float(np.abs(p - r).mean()), "pearson_all_genes": float(np.corrcoef(pred_lfc, real_lfc)[0, 1]) if pred_lfc.std() > 0 else float("nan")}
+    return {
+        "pearson_top100": pearson,
+        "mae_top100": float(np.abs(p - r).mean()),
+        "pearson_all_genes": float(np.corrcoef(pred_lfc, real_lfc)[0, 1]) if pred_lfc.std() > 0 else float("nan"),
+    }
 
 
 def main() -> None:
@@ -59,7 +65,9 @@ def main() -> None:
     genes = cross_dataset_hvg({"kang_train": train}, n_top=2000).genespace
     train, test = genes.align(train, missing="error"), genes.align(test, missing="error")
 
-    config = SCVIConfig(max_epochs=args.max_epochs, kl_warmup_epochs=50, patience=20, seed=args.seed, progress_bar=False)
+    config = SCVIConfig(
+        max_epochs=args.max_epochs, kl_warmup_epochs=50, patience=20, seed=args.seed, progress_bar=False
+    )
     start = time.perf_counter()
     model = ConditionalSCVI(config).train(train, batch_key=None, perturbation_key=KEY, control_label=CONTROL)
     train_seconds = time.perf_counter() - start
@@ -100,7 +108,10 @@ def main() -> None:
     }
     (args.out / "results.json").write_text(json.dumps(summary, indent=1))
     table.to_csv(args.out / "scores.csv")
-    print(f"seed {args.seed}: {summary['epochs']} epochs, {train_seconds:.0f} s training (load average {load_average[0]:.2f})")
+    print(
+        f"seed {args.seed}: {summary['epochs']} epochs, {train_seconds:.0f} s training "
+        f"(load average {load_average[0]:.2f})"
+    )
     print(table.to_string(float_format=lambda v: f"{v:.3f}"))
 
 

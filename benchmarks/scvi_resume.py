@@ -55,9 +55,17 @@ def main() -> None:
 
     full = ConditionalSCVI(config).train(cells, **train)
     full.save(args.out / "model")
-    subprocess.run([sys.executable, "-c", FRESH, str(args.out / "model"), str(args.out / "cells.h5ad"), str(args.out / "fresh.npy")], check=True)
+    subprocess.run(
+        [
+            sys.executable, "-c", FRESH, str(args.out / "model"), str(args.out / "cells.h5ad"),
+            str(args.out / "fresh.npy"),
+        ],
+        check=True,
+    )
     fresh, here = np.load(args.out / "fresh.npy"), full.predict(cells, set={"timepoint": "24h"}).X
-    print(f"fresh-process predict identical: {np.array_equal(fresh, here)} (max |diff| {np.abs(fresh - here).max():.3g})")
+    print(
+        f"fresh-process predict identical: {np.array_equal(fresh, here)} (max |diff| {np.abs(fresh - here).max():.3g})"
+    )
 
     run_dir = args.out / "interrupted"
     shutil.rmtree(run_dir, ignore_errors=True)

@@ -30,6 +30,7 @@ import torch
 from cellsmith.data import cross_dataset_hvg
 from cellsmith.datasets import dataset_path, load
 from cellsmith.scvi import ConditionalSCVI, SCVIConfig
+
 from scvi_speed_peer import EpochTimer  # the same timer on both sides (benchmarks/ is on sys.path)
 
 PEER = Path(__file__).with_name("scvi_speed_peer.py")
@@ -84,10 +85,13 @@ def main() -> None:
     parser.add_argument("--kl-warmup", type=int, default=50)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of cellsmith (its default: 1).")
     parser.add_argument(
-        "--peer-threads", type=int, default=None, help="torch threads of scvi-tools (default: --threads; 0: its own default)."
+        "--peer-threads", type=int, default=None,
+        help="torch threads of scvi-tools (default: --threads; 0: its own default).",
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--accelerator", default="auto", help="auto (a GPU when one is visible), cpu or gpu; both sides.")
+    parser.add_argument(
+        "--accelerator", default="auto", help="auto (a GPU when one is visible), cpu or gpu; both sides."
+    )
     parser.add_argument("--precision", default="32", help="32, bf16-mixed or 16-mixed (GPU); both sides.")
     parser.add_argument("--skip-peer", action="store_true", help="Only time cellsmith.")
     parser.add_argument("--out", type=Path, default=Path("/tmp/scvi_speed"))
@@ -112,10 +116,16 @@ def main() -> None:
         times = np.asarray(r["epoch_seconds"][1:])  # the first epoch includes start-up
         r["median_epoch_seconds"] = float(np.median(times))
     summary = {
-        "options": options, **hardware, "peer_threads": args.peer_threads, "load_average": load_average, "results": results
+        "options": options,
+        **hardware,
+        "peer_threads": args.peer_threads,
+        "load_average": load_average,
+        "results": results,
     }
     (args.out / "results.json").write_text(json.dumps(summary, indent=1))
-    print(f"| side | device | precision | median s/epoch | total s | held-out NLL |  (load average {load_average[0]:.2f})")
+    print(
+        f"| side | device | precision | median s/epoch | total s | held-out NLL |  (load average {load_average[0]:.2f})"
+    )
     print("|---|---|---|---|---|---|")
     for r in results:
         print(

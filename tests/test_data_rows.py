@@ -38,7 +38,9 @@ def test_an_epoch_visits_every_selected_row_once_and_is_seeded(cells_file, backe
     subset = np.arange(0, 500, 3)
 
     def epoch(seed, number):
-        batches = list(shuffled_row_batches(counts, subset, batch_size=32, seed=seed, epoch=number, block_rows=50, buffer_blocks=3))
+        batches = list(
+            shuffled_row_batches(counts, subset, batch_size=32, seed=seed, epoch=number, block_rows=50, buffer_blocks=3)
+        )
         return np.concatenate([index for index, _ in batches]), batches
 
     order, batches = epoch(0, 0)

@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from cellsmith.data import normalize, simulate
-from cellsmith.deconvolution import DeconvolutionConfig, Deconvolver, HPVADE, LossWeights
+from cellsmith.deconvolution import HPVADE, DeconvolutionConfig, Deconvolver, LossWeights
 from cellsmith.deconvolution.plan import first_batch_diagnostics
 from cellsmith.errors import CellsmithDeprecationWarning, GeneSpaceError, InputError, ModelDirectoryError, ScaleError
 from cellsmith.nn import LossOutput
@@ -116,7 +116,9 @@ def test_save_load_in_a_fresh_process(trained, reference, tmp_path):
         "import sys; from cellsmith.deconvolution import Deconvolver; from cellsmith.data import read_bulk;"
         "m = Deconvolver.load(sys.argv[1]); m.predict(read_bulk(sys.argv[2])).proportions.to_csv(sys.argv[3])"
     )
-    subprocess.run([sys.executable, "-c", script, tmp_path / "model", tmp_path / "bulk.h5ad", tmp_path / "p.csv"], check=True)
+    subprocess.run(
+        [sys.executable, "-c", script, tmp_path / "model", tmp_path / "bulk.h5ad", tmp_path / "p.csv"], check=True
+    )
     fresh = pd.read_csv(tmp_path / "p.csv", index_col=0)
     np.testing.assert_allclose(fresh.to_numpy(), trained.predict(bulk).proportions.to_numpy(), atol=1e-6)
 
@@ -131,8 +133,10 @@ def _as_cellsmith_01_folder(model, path):
     """The folder cellsmith 0.1 wrote for ``model``: a pickled state dict and plain files."""
     path.mkdir()
     torch.save(model.module.cpu().state_dict(), path / "weights.pt")
-    config = model.config.model_dump(mode="json", exclude={"num_threads", "max_steps", "accelerator", "devices",
-                                                         "precision", "strategy", "progress_bar"})
+    config = model.config.model_dump(
+        mode="json",
+        exclude={"num_threads", "max_steps", "accelerator", "devices", "precision", "strategy", "progress_bar"},
+    )
     (path / "config.yaml").write_text(yaml.safe_dump({**config, "torch_threads": 1}))
     model.genespace.write(path / "genespace.json")
     (path / "cell_types.json").write_text(json.dumps(model.cell_types))

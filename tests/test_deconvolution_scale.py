@@ -13,7 +13,8 @@ from cellsmith.deconvolution import DeconvolutionConfig, Deconvolver
 from cellsmith.deconvolution.model import cap_per_type
 from cellsmith.deconvolution.reference import consistent_marker_scores, detection_by_type, mean_cpm_by_type
 
-from deconvolution_tiny import TINY as TINY_OPTIONS, invoke_deconvolve, write_tiny_config
+from deconvolution_tiny import TINY as TINY_OPTIONS
+from deconvolution_tiny import invoke_deconvolve, write_tiny_config
 
 TINY = {**TINY_OPTIONS, "progress_bar": False, "vae_cells_per_type": 150}
 #: Rows of the row blocks in these tests: every pass reads several blocks.
@@ -111,7 +112,9 @@ def test_blockwise_statistics_equal_whole_matrix_ones(reference, small_blocks):
     cpm = dense / dense.sum(1, keepdims=True) * 1e6
     for k, t in enumerate(types):
         np.testing.assert_allclose(mean_cpm_by_type(reference.X, labels, types)[:, k], cpm[labels == t].mean(0))
-        np.testing.assert_allclose(detection_by_type(reference.X, labels, types)[:, k], (dense[labels == t] > 0).mean(0))
+        np.testing.assert_allclose(
+            detection_by_type(reference.X, labels, types)[:, k], (dense[labels == t] > 0).mean(0)
+        )
     cells = np.arange(0, 1500, 3)
     np.testing.assert_allclose(
         consistent_marker_scores(reference.X, labels, types, min_mean_cpm=10, min_cell_fraction=0.3, cells=cells),
@@ -165,8 +168,8 @@ def test_cli_backed_writes_the_in_memory_model(reference, reference_file, tmp_pa
     for flag in ([], ["--backed"]):
         out = tmp_path / f"model{len(flag)}"
         result = invoke_deconvolve(
-            "train", "--reference", reference_file, "--cell-type-key", "cell_type",
-            "--config", tmp_path / "config.yaml", "--out", out, "--no-progress", *flag,
+            "train", "--reference", reference_file, "--cell-type-key", "cell_type", "--config",
+            tmp_path / "config.yaml", "--out", out, "--no-progress", *flag,
         )
         assert result.exit_code == 0, (result.output, result.exception)
         models[len(flag)] = load_file(out / "weights.safetensors")

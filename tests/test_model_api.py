@@ -12,7 +12,6 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import anndata as ad
 import numpy as np
 import pytest
 import torch
@@ -138,7 +137,9 @@ def test_every_model_follows_one_api(data, name, tmp_path):
 
 
 @pytest.mark.parametrize("weights_file", ["weights.safetensors", "model.pt"])
-def test_a_model_folder_whose_weights_are_a_pickle_is_refused_with_exit_2(data, tmp_path, weights_file, code_running_payload):
+def test_a_model_folder_whose_weights_are_a_pickle_is_refused_with_exit_2(
+    data, tmp_path, weights_file, code_running_payload
+):
     """The current format (safetensors replaced by a pickle) and a 0.1-style folder (model.pt)."""
     import pickle
 
@@ -153,9 +154,13 @@ def test_a_model_folder_whose_weights_are_a_pickle_is_refused_with_exit_2(data, 
     (tmp_path / "model" / weights_file).write_bytes(pickle.dumps({"state_dict": code_running_payload(marker)}))
     out = tmp_path / "pred.h5ad"
     result = subprocess.run(
-        [sys.executable, "-m", "cellsmith.cli", "scvi", "predict", "--model", str(tmp_path / "model"),
-         "--data", str(data["folder"] / "cells.h5ad"), "--set", "donor_id=donor0", "--out", str(out)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable, "-m", "cellsmith.cli", "scvi", "predict", "--model", str(tmp_path / "model"), "--data",
+            str(data["folder"] / "cells.h5ad"), "--set", "donor_id=donor0", "--out", str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr

@@ -95,7 +95,7 @@ def test_read_bulk_orientation_evidence_before_shape(tmp_path):
     assert adata.shape == (12, 6) and list(adata.var_names) == list(table.index)
     assert "look like gene ids" in adata.uns["cellsmith"]["orientation"]
     # Overlap with the model's genes is the first evidence.
-    renamed = table.rename(index=dict(zip(table.index, [f"g{i}" for i in range(6)])))
+    renamed = table.rename(index=dict(zip(table.index, [f"g{i}" for i in range(6)], strict=True)))
     renamed.to_csv(tmp_path / "renamed.csv")
     adata = read_bulk(tmp_path / "renamed.csv", genes=["g0", "g1", "g2"])
     assert adata.shape == (12, 6) and "3 of them are the model's genes" in adata.uns["cellsmith"]["orientation"]

@@ -72,7 +72,9 @@ def test_heldout_combinations_split_has_seen_2_2_1_2_and_0_2_rows():
 def test_a_target_with_no_embedding_is_listed_and_learned(caplog):
     screen_data, truth = combination_screen(1500)
     space = GeneSpace(screen_data.var_names)  # no pretraining: unmeasured targets have no embedding
-    config = FinetuneConfig(max_epochs=1, steps_per_epoch=2, batch_size=2, set_size=8, hidden=8, n_embed=4, progress_bar=False)
+    config = FinetuneConfig(
+        max_epochs=1, steps_per_epoch=2, batch_size=2, set_size=8, hidden=8, n_embed=4, progress_bar=False
+    )
     with caplog.at_level(logging.WARNING, logger="cellsmith"):
         model = PerturbationModel(config).train(
             screen_data, genespace=space, perturbation_key="condition", split="heldout-combinations"
@@ -91,34 +93,47 @@ def test_issue_command_sequence_on_a_combination_screen(tmp_path):
     cells.write_h5ad(tmp_path / "cells.h5ad")
     (tmp_path / "fast.yaml").write_text(FAST)
 
-    hvg = run_cli("genes", "hvg", "--dataset", f"screen={tmp_path / 'screen.h5ad'}", "--dataset",
-                  f"cells={tmp_path / 'cells.h5ad'}", "--n-top", "100", "--priority-genes-from", "screen:condition",
-                  "--out", tmp_path / "hvg")
+    hvg = run_cli(
+        "genes", "hvg", "--dataset", f"screen={tmp_path / 'screen.h5ad'}", "--dataset",
+        f"cells={tmp_path / 'cells.h5ad'}", "--n-top", "100", "--priority-genes-from",
+        "screen:condition",
+        "--out",
+        tmp_path / "hvg",
+    )
     assert hvg.returncode == 0, hvg.stderr
     assert "priority genes kept" in hvg.stdout and "/8" in hvg.stdout  # most targets are not measured
     # Pretraining is not part of the issue's sequence: through the API (one subprocess less).
-    run_pretrain({"cells": cells}, read_genespace(tmp_path / "hvg"), tmp_path / "pre",
-                 config=PretrainConfig(max_epochs=2, n_embed=8, hidden=[16], progress_bar=False))
+    run_pretrain(
+        {"cells": cells},
+        read_genespace(tmp_path / "hvg"),
+        tmp_path / "pre",
+        config=PretrainConfig(max_epochs=2, n_embed=8, hidden=[16], progress_bar=False),
+    )
     vocabulary = GeneSpace.read(tmp_path / "pre" / "vocabulary.json")
     assert set(truth["unmeasured_targets"]) <= set(vocabulary.names)
     assert json.loads((tmp_path / "pre" / "setup.json").read_text())["vocabulary_digest"] == vocabulary.digest
 
-    fin = run_cli("perturb", "finetune", "--data", tmp_path / "screen.h5ad", "--perturbation-key", "condition",
-                  "--genes", tmp_path / "hvg", "--pretrained", tmp_path / "pre", "--split", "heldout-combinations",
-                  "--config", tmp_path / "fast.yaml", "--out", tmp_path / "model")
+    fin = run_cli(
+        "perturb", "finetune", "--data", tmp_path / "screen.h5ad", "--perturbation-key", "condition", "--genes",
+        tmp_path / "hvg", "--pretrained", tmp_path / "pre", "--split", "heldout-combinations", "--config",
+        tmp_path / "fast.yaml", "--out", tmp_path / "model",
+    )
     assert fin.returncode == 0, fin.stderr
     assert "dropping" not in fin.stderr and "seen 2/2" in fin.stdout
     split = Split.read(tmp_path / "model" / "split.json")
     assert any("+" in p for p in split.test_targets)
 
-    pred = run_cli("perturb", "predict", "--model", tmp_path / "model", "--controls",
-                   tmp_path / "model" / "heldout_controls.h5ad", "--targets", ",".join(split.test_targets),
-                   "--cells-per-target", "20", "--out", tmp_path / "pred.h5ad")
+    pred = run_cli(
+        "perturb", "predict", "--model", tmp_path / "model", "--controls", tmp_path / "model" / "heldout_controls.h5ad",
+        "--targets", ",".join(split.test_targets), "--cells-per-target", "20", "--out", tmp_path / "pred.h5ad",
+    )
     assert pred.returncode == 0, pred.stderr
     assert set(split.test_targets) <= set(ad.read_h5ad(tmp_path / "pred.h5ad").obs["condition"].astype(str))
 
-    ev = run_cli("perturb", "evaluate", "--pred", tmp_path / "pred.h5ad", "--real",
-                 tmp_path / "model" / "heldout_real.h5ad", "--baselines", "--out", tmp_path / "eval")
+    ev = run_cli(
+        "perturb", "evaluate", "--pred", tmp_path / "pred.h5ad", "--real", tmp_path / "model" / "heldout_real.h5ad",
+        "--baselines", "--out", tmp_path / "eval",
+    )
     assert ev.returncode == 0, ev.stderr
     summary = pd.read_csv(tmp_path / "eval" / "summary.csv", index_col=0)
     assert list(summary.index) == ["model", "no_change", "perturbation_mean", "linear", "additive"]

@@ -107,7 +107,10 @@ def test_baselines_on_a_hand_made_screen():
     # ... and predicts an unseen target through its gene's PCA coordinates (D: half of A's).
     np.testing.assert_allclose(fit.shift("linear", "D"), [0.25, 0.75, 0, 0.125], atol=1e-5)
     shrunk = Baselines.fit(x, labels, control_label="ctrl", genespace=space, n_components=1, ridge=0.1)
-    assert np.abs(shrunk.shift("linear", "A") - fit.mean_shift).sum() < np.abs(fit.shift("linear", "A") - fit.mean_shift).sum()
+    assert (
+        np.abs(shrunk.shift("linear", "A") - fit.mean_shift).sum()
+        < np.abs(fit.shift("linear", "A") - fit.mean_shift).sum()
+    )
     with pytest.raises(InputError, match="unknown baseline"):
         fit.shift("mean", "A")
     # Combinations: additive sums the singles' shifts, linear sums the targets' terms; a target

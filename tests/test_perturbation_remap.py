@@ -39,7 +39,9 @@ def test_remapped_pretraining_batch_equals_hand_built_expectation():
 def test_fine_tuning_with_a_shuffled_gene_order_is_refused():
     names = [f"G{i}" for i in range(20)]
     space = GeneSpace(names)
-    pretrained = PretrainedGenes.from_embeddings(space, np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32))
+    pretrained = PretrainedGenes.from_embeddings(
+        space, np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32)
+    )
     shuffled = GeneSpace(list(np.random.default_rng(1).permutation(names)))
     screen = ad.AnnData(np.ones((4, 20), dtype=np.float32))
     with pytest.raises(GeneSpaceError) as err:
@@ -86,7 +88,9 @@ def test_the_random_control_keeps_the_vocabulary_and_only_the_values_change():
     from cellsmith.perturbation.experiment import random_embeddings_like
 
     space = GeneSpace([f"G{i}" for i in range(400)])
-    table = np.random.default_rng(0).normal(loc=[0.5, -1.0, 2.0], scale=[1.0, 0.2, 3.0], size=(400, 3)).astype(np.float32)
+    table = (
+        np.random.default_rng(0).normal(loc=[0.5, -1.0, 2.0], scale=[1.0, 0.2, 3.0], size=(400, 3)).astype(np.float32)
+    )
     pretrained = PretrainedGenes.from_embeddings(space, table)
     control = random_embeddings_like(pretrained, seed=3)
     # Same vocabulary: the split holds out the same targets and learns the same ones.

@@ -61,8 +61,10 @@ def test_cli_end_to_end_with_baselines(tiny, pretrained, finetuned):
     assert split.test_targets and not set(split.test_targets) & set(split.train_targets)
 
     targets = ",".join(split.test_targets)
-    pred = run_cli("perturb", "predict", "--model", tiny / "model", "--controls", tiny / "model" / "heldout_controls.h5ad",
-                   "--targets", targets, "--cells-per-target", "30", "--out", tiny / "pred.h5ad")
+    pred = run_cli(
+        "perturb", "predict", "--model", tiny / "model", "--controls", tiny / "model" / "heldout_controls.h5ad",
+        "--targets", targets, "--cells-per-target", "30", "--out", tiny / "pred.h5ad",
+    )
     assert pred.returncode == 0, pred.stderr
     predicted = ad.read_h5ad(tiny / "pred.h5ad")
     labels = predicted.obs["target_gene"].astype(str)
@@ -71,8 +73,10 @@ def test_cli_end_to_end_with_baselines(tiny, pretrained, finetuned):
     assert list(predicted.var_names) == list(PerturbationModel.load(tiny / "model").genespace.names)
     assert 0 <= predicted.X.min() and predicted.X.max() < 15  # log1p(CP10k)
 
-    ev = run_cli("perturb", "evaluate", "--pred", tiny / "pred.h5ad", "--real", tiny / "model" / "heldout_real.h5ad",
-                 "--baselines", "--out", tiny / "eval")
+    ev = run_cli(
+        "perturb", "evaluate", "--pred", tiny / "pred.h5ad", "--real", tiny / "model" / "heldout_real.h5ad",
+        "--baselines", "--out", tiny / "eval",
+    )
     assert ev.returncode == 0, ev.stderr
     summary = pd.read_csv(tiny / "eval" / "summary.csv", index_col=0)
     assert list(summary.index) == ["model", "no_change", "perturbation_mean", "linear", "additive"]
@@ -92,8 +96,10 @@ def test_shuffled_gene_order_is_refused_by_the_cli_and_nothing_is_written(tiny, 
 
     selection.genespace = GeneSpace(names)
     selection.write(tiny / "hvg_shuffled")
-    result = run_cli("perturb", "finetune", "--data", tiny / "screen.h5ad", "--genes", tiny / "hvg_shuffled",
-                     "--pretrained", tiny / "pre", "--config", tiny / "fast.yaml", "--out", tiny / "refused")
+    result = run_cli(
+        "perturb", "finetune", "--data", tiny / "screen.h5ad", "--genes", tiny / "hvg_shuffled", "--pretrained",
+        tiny / "pre", "--config", tiny / "fast.yaml", "--out", tiny / "refused",
+    )
     assert result.returncode == 2
     assert selection.genespace.digest in result.stderr
     assert HVGSelection.read(tiny / "hvg").genespace.digest in result.stderr
@@ -121,17 +127,24 @@ def test_conditional_scvi_baseline_on_seen_targets_only(tiny, caplog):
     screen = ad.read_h5ad(tiny / "screen.h5ad")
     space = HVGSelection.read(tiny / "hvg").genespace
     config = FinetuneConfig(
-        max_epochs=1, steps_per_epoch=2, batch_size=2, set_size=8, hidden=8, n_embed=4,
-        progress_bar=False, scvi_baseline=True, scvi_max_epochs=2,
+        max_epochs=1, steps_per_epoch=2, batch_size=2, set_size=8, hidden=8, n_embed=4, progress_bar=False,
+        scvi_baseline=True, scvi_max_epochs=2,
     )
     for split, expected in (("heldout-cells", True), ("heldout-perturbations", False)):
         model_dir = tiny / f"scvi_{split}"
         _, parts = run_finetune(screen, space, model_dir, config=config, split=split)
-        pred = run_predict(model_dir, ad.read_h5ad(model_dir / "heldout_controls.h5ad"), parts.test_targets[:2],
-                           tiny / f"scvi_{split}.h5ad", cells_per_target=20)
+        pred = run_predict(
+            model_dir,
+            ad.read_h5ad(model_dir / "heldout_controls.h5ad"),
+            parts.test_targets[:2],
+            tiny / f"scvi_{split}.h5ad",
+            cells_per_target=20,
+        )
         with caplog.at_level(logging.WARNING, logger="cellsmith"):
-            evaluation = run_evaluate(pred, ad.read_h5ad(model_dir / "heldout_real.h5ad"), tiny / f"scvi_eval_{split}",
-                                      baselines_from=model_dir)
+            evaluation = run_evaluate(
+                pred, ad.read_h5ad(model_dir / "heldout_real.h5ad"), tiny / f"scvi_eval_{split}",
+                baselines_from=model_dir,
+            )
         assert ("conditional_scvi" in evaluation.summary.index) == expected
     assert any("cannot predict targets unseen in training" in r.message for r in caplog.records)
 
@@ -148,34 +161,44 @@ def test_label_key_and_counts_layer_are_saved_and_read_back(tiny):
         if "target_gene" in data.obs:
             data.obs = data.obs.rename(columns={"target_gene": "guide_target"})
         data.write_h5ad(tiny / f"{name}_layer.h5ad")
-    pre = run_cli("perturb", "pretrain", "--data", tiny / "cells_layer.h5ad", "--genes", tiny / "hvg",
-                  "--config", tiny / "pre.yaml", "--counts-layer", "counts", "--max-steps", "3",
-                  "--accelerator", "cpu", "--out", tiny / "pre_layer")
+    pre = run_cli(
+        "perturb", "pretrain", "--data", tiny / "cells_layer.h5ad", "--genes", tiny / "hvg", "--config",
+        tiny / "pre.yaml", "--counts-layer", "counts", "--max-steps", "3", "--accelerator", "cpu", "--out",
+        tiny / "pre_layer",
+    )
     assert pre.returncode == 0, pre.stderr
     assert json.loads((tiny / "pre_layer" / "setup.json").read_text())["counts_layer"] == "counts"
-    fin = run_cli("perturb", "finetune", "--data", tiny / "screen_layer.h5ad", "--perturbation-key", "guide_target",
-                  "--genes", tiny / "hvg", "--pretrained", tiny / "pre_layer", "--config", tiny / "fast.yaml",
-                  "--counts-layer", "counts", "--max-epochs", "1", "--accelerator", "cpu", "--devices", "1",
-                  "--precision", "32", "--out", tiny / "model_layer")
+    fin = run_cli(
+        "perturb", "finetune", "--data", tiny / "screen_layer.h5ad", "--perturbation-key", "guide_target", "--genes",
+        tiny / "hvg", "--pretrained", tiny / "pre_layer", "--config", tiny / "fast.yaml", "--counts-layer", "counts",
+        "--max-epochs", "1", "--accelerator", "cpu", "--devices", "1", "--precision", "32", "--out",
+        tiny / "model_layer",
+    )
     assert fin.returncode == 0, fin.stderr
     setup = json.loads((tiny / "model_layer" / "setup.json").read_text())
     assert setup["perturbation_key"] == "guide_target" and setup["counts_layer"] == "counts"
     model = PerturbationModel.load(tiny / "model_layer")
     assert model.config.max_epochs == 1 and model.config.accelerator == "cpu"
     target = Split.read(tiny / "model_layer" / "split.json").test_targets[0]
-    pred = run_cli("perturb", "predict", "--model", tiny / "model_layer", "--controls",
-                   tiny / "model_layer" / "heldout_controls.h5ad", "--targets", target, "--cells-per-target", "20",
-                   "--out", tiny / "pred_layer.h5ad")
+    pred = run_cli(
+        "perturb", "predict", "--model", tiny / "model_layer", "--controls",
+        tiny / "model_layer" / "heldout_controls.h5ad", "--targets", target, "--cells-per-target", "20", "--out",
+        tiny / "pred_layer.h5ad",
+    )
     assert pred.returncode == 0, pred.stderr
     predicted = ad.read_h5ad(tiny / "pred_layer.h5ad")
     assert (predicted.obs["guide_target"].astype(str) == target).sum() == 20
     assert predicted.uns["cellsmith"]["perturbation"]["counts_layer"] == "counts"
-    ev = run_cli("perturb", "evaluate", "--pred", tiny / "pred_layer.h5ad", "--real",
-                 tiny / "model_layer" / "heldout_real.h5ad", "--out", tiny / "eval_layer")
+    ev = run_cli(
+        "perturb", "evaluate", "--pred", tiny / "pred_layer.h5ad", "--real", tiny / "model_layer" / "heldout_real.h5ad",
+        "--out", tiny / "eval_layer",
+    )
     assert ev.returncode == 0, ev.stderr
     assert list(pd.read_csv(tiny / "eval_layer" / "per_perturbation.csv")["perturbation"]) == [target]
-    wrong = run_cli("perturb", "evaluate", "--pred", tiny / "pred_layer.h5ad", "--real",
-                    tiny / "model_layer" / "heldout_real.h5ad", "--counts-layer", "X", "--out", tiny / "eval_wrong")
+    wrong = run_cli(
+        "perturb", "evaluate", "--pred", tiny / "pred_layer.h5ad", "--real", tiny / "model_layer" / "heldout_real.h5ad",
+        "--counts-layer", "X", "--out", tiny / "eval_wrong",
+    )
     assert wrong.returncode == 2 and "raw counts" in wrong.stderr
 
 
@@ -186,8 +209,10 @@ def test_train_returns_the_model_and_a_saved_folder_predicts_the_same(tiny, tmp_
 
     screen = ad.read_h5ad(tiny / "screen.h5ad")
     space = HVGSelection.read(tiny / "hvg").genespace
-    config = FinetuneConfig(max_epochs=2, steps_per_epoch=2, batch_size=2, set_size=8, hidden=8, n_embed=4,
-                            progress_bar=False, accelerator="auto", seed=4)
+    config = FinetuneConfig(
+        max_epochs=2, steps_per_epoch=2, batch_size=2, set_size=8, hidden=8, n_embed=4, progress_bar=False,
+        accelerator="auto", seed=4,
+    )
     model = PerturbationModel(config)
     assert model.train(screen, genespace=space, split="heldout-cells") is model
     assert model.split.mode == "heldout-cells" and model.train_targets == model.split.train_targets
@@ -198,10 +223,13 @@ def test_train_returns_the_model_and_a_saved_folder_predicts_the_same(tiny, tmp_
     assert again.train_targets == model.train_targets and again.pretrained_digest is None
     controls = screen[screen.obs["target_gene"] == "non-targeting"]
     first = model.predict(controls, model.train_targets[:2], cells_per_target=10, seed=1).X
-    np.testing.assert_array_equal(again.predict(controls, model.train_targets[:2], cells_per_target=10, seed=1).X, first)
+    np.testing.assert_array_equal(
+        again.predict(controls, model.train_targets[:2], cells_per_target=10, seed=1).X, first
+    )
     same_seed = PerturbationModel(config).train(screen, genespace=space, split="heldout-cells")
-    np.testing.assert_array_equal(same_seed.predict(controls, model.train_targets[:2], cells_per_target=10, seed=1).X, first)
-
+    np.testing.assert_array_equal(
+        same_seed.predict(controls, model.train_targets[:2], cells_per_target=10, seed=1).X, first
+    )
 
 
 def test_a_model_folder_of_cellsmith_0_1_loads_and_a_pickle_is_refused(tiny, tmp_path, code_running_payload):
@@ -232,7 +260,8 @@ def test_a_model_folder_of_cellsmith_0_1_loads_and_a_pickle_is_refused(tiny, tmp
     controls = ad.read_h5ad(tiny / "model" / "heldout_controls.h5ad")
     target = model.train_targets[0]
     np.testing.assert_array_equal(
-        legacy.predict(controls, [target], cells_per_target=5).X, model.predict(controls, [target], cells_per_target=5).X
+        legacy.predict(controls, [target], cells_per_target=5).X,
+        model.predict(controls, [target], cells_per_target=5).X,
     )
     marker = tmp_path / "pwned"
     (old / "model.pt").write_bytes(pickle.dumps(code_running_payload(marker)))

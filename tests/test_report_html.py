@@ -104,8 +104,13 @@ def test_no_table_is_wider_than_the_page_in_chromium(tmp_path):
     small_report().write(page)
     page.write_text(page.read_text().replace("</body>", _PROBE + "</body>"))
     dom = subprocess.run(
-        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1400,900", "--dump-dom", page.as_uri()],
-        capture_output=True, text=True, timeout=120,
+        [
+            "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1400,900", "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     ).stdout
     found = json.loads(re.search(r"<title>probe:(.*?)</title>", dom).group(1).replace("&quot;", '"'))
     assert found["page"] <= found["inner"], found

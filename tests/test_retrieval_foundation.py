@@ -14,8 +14,7 @@ from cellsmith.data import normalize
 from cellsmith.errors import CellsmithError
 from cellsmith.models.scgpt import ScGPT, ScGPTCheckpoint, ScGPTConfig, bin_rows
 from cellsmith.models.scgpt.checkpoint import read_state_dict
-from cellsmith.retrieval import RetrievalConfig, RetrievalHead, RetrievalWarning, make_embedder, mask_counts
-from cellsmith.retrieval import factory
+from cellsmith.retrieval import RetrievalConfig, RetrievalHead, RetrievalWarning, factory, make_embedder, mask_counts
 from cellsmith.retrieval.foundation import CLSEncoder, FoundationEmbedder, load_scgpt, map_genes
 from cellsmith.retrieval.runner import run_retrieval
 
@@ -58,7 +57,9 @@ def tiny_foundation(small_screen, monkeypatch):
     torch.manual_seed(0)
     model = ScGPT(ScGPTConfig(n_tokens=153, d_model=16, n_heads=2, d_hid=16, n_layers=2, pad_id=150)).eval()
     checkpoint = ScGPTCheckpoint(model, vocab, {"max_seq_len": 40}, [])
-    monkeypatch.setitem(factory._BASES, "tiny", lambda name, cfg: FoundationEmbedder(name, checkpoint, min_coverage=0.5))
+    monkeypatch.setitem(
+        factory._BASES, "tiny", lambda name, cfg: FoundationEmbedder(name, checkpoint, min_coverage=0.5)
+    )
     return model
 
 
@@ -83,14 +84,19 @@ def test_adapter_pipeline_masks_before_binning(small_screen, tiny_foundation):
 def test_foundation_heads_run_in_the_benchmark_and_train_what_their_mode_says(small_screen, tiny_foundation):
     pytest.importorskip("peft", reason="LoRA heads need peft (a cellsmith dependency)")
     config = RetrievalConfig(
-        embedders=["tiny", "head:tiny:finetune", "head:tiny:lora"], libraries=["mean"], queries=["pseudobulk:10"],
-        leakage_gap=False, head={"max_epochs": 1, "max_batches_per_epoch": 3},
+        embedders=["tiny", "head:tiny:finetune", "head:tiny:lora"],
+        libraries=["mean"],
+        queries=["pseudobulk:10"],
+        leakage_gap=False,
+        head={"max_epochs": 1, "max_batches_per_epoch": 3},
     )
     before = {k: v.clone() for k, v in tiny_foundation.state_dict().items()}
     result = run_retrieval(small_screen, config, progress=False)
     assert set(result.metrics["embedder"]) == {"tiny", "head:tiny:finetune", "head:tiny:lora"}
     assert result.metrics[["exact_hit@1", "mrr"]].notna().all().all()
-    assert {f["vocabulary"] for f in result.info["fits"]} == {"150/200 genes in the model vocabulary (75.0%; 75.0% before 0 aliases)"}
+    assert {f["vocabulary"] for f in result.info["fits"]} == {
+        "150/200 genes in the model vocabulary (75.0%; 75.0% before 0 aliases)"
+    }
     # fine-tuning trains a copy: the shared frozen model is unchanged
     assert all(torch.equal(before[k], v) for k, v in tiny_foundation.state_dict().items())
 
@@ -103,8 +109,13 @@ def test_last_layers_and_lora_heads_save_and_load(small_screen, tiny_foundation,
     codes = small_screen.obs["target_gene"].cat.codes.to_numpy()
     config = RetrievalConfig(head={"max_epochs": 1, "max_batches_per_epoch": 2, "accelerator": "cpu", **extra})
     head = make_embedder(f"head:tiny:{mode}", config)
-    head.fit(counts.rows(np.arange(0, 1500, 2)), codes[::2], val=counts.rows(np.arange(1, 300, 2)),
-             val_labels=codes[1:300:2], seed=0)
+    head.fit(
+        counts.rows(np.arange(0, 1500, 2)),
+        codes[::2],
+        val=counts.rows(np.arange(1, 300, 2)),
+        val_labels=codes[1:300:2],
+        seed=0,
+    )
     module = head.model.module
     trainable = {n for n, p in module.backbone.named_parameters() if p.requires_grad}
     if mode == "finetune":  # only the last of the two layers

@@ -11,10 +11,21 @@ from torch import nn
 from cellsmith.errors import CellsmithDeprecationWarning, ConfigError, InputError
 from cellsmith.nn import LossOutput
 from cellsmith.retrieval import (
-    BalancedBatchSampler, PCAEmbedder, RetrievalConfig, RetrievalHead, make_embedder, mask_counts, split_cells,
+    BalancedBatchSampler,
+    PCAEmbedder,
+    RetrievalConfig,
+    RetrievalHead,
+    make_embedder,
+    mask_counts,
+    split_cells,
 )
 from cellsmith.retrieval.heads import (
-    HeadConfig, HeadTrainingPlan, RetrievalHeadModule, class_probabilities, fit_temperature, supervised_info_nce,
+    HeadConfig,
+    HeadTrainingPlan,
+    RetrievalHeadModule,
+    class_probabilities,
+    fit_temperature,
+    supervised_info_nce,
 )
 from cellsmith.retrieval.runner import run_retrieval
 
@@ -135,15 +146,19 @@ def test_temperature_scaling_recovers_the_temperature_of_the_labels():
 
 
 def test_a_classification_head_ranks_classes_with_prior_and_fitted_temperature(small_screen, tmp_path):
-    config = RetrievalConfig(embedders=["head:pca:head:classification"], libraries=["mean"], queries=["cell"],
-                             leakage_gap=False, head={"max_epochs": 2, "max_batches_per_epoch": 5, "accelerator": "cpu"})
+    head = {"max_epochs": 2, "max_batches_per_epoch": 5, "accelerator": "cpu"}
+    config = RetrievalConfig(
+        embedders=["head:pca:head:classification"], libraries=["mean"], queries=["cell"], leakage_gap=False, head=head
+    )
     result = run_retrieval(small_screen, config, progress=False)
     assert set(result.metrics["library"]) == {"mean", "class"}
     counts = mask_counts(small_screen, perturbation_key="target_gene", control_label="non-targeting")
     split = split_cells(small_screen.obs["target_gene"].astype(str).to_numpy(), seed=0)
     head = make_embedder("head:pca:head:classification", config)
-    head.fit(counts.rows(split.train), split.codes[split.train], val=counts.rows(split.val),
-             val_labels=split.codes[split.val], seed=0)
+    head.fit(
+        counts.rows(split.train), split.codes[split.train], val=counts.rows(split.val),
+        val_labels=split.codes[split.val], seed=0,
+    )
     model = head.model
     frequencies = np.bincount(split.codes[split.train]) / split.train.size
     np.testing.assert_allclose(np.exp(model.log_prior), frequencies, rtol=1e-5)
@@ -169,7 +184,9 @@ def test_loss_output_and_learning_rates_of_head_and_backbone():
     config = HeadConfig(mode="finetune", learning_rate=1e-2, backbone_learning_rate=1e-5)
     module = RetrievalHeadModule(nn.Linear(6, 4), 4, 3, config)
     out = module.loss(torch.randn(8, 6), torch.tensor([0, 0, 1, 1, 2, 2, 0, 1]))
-    assert isinstance(out, LossOutput) and out.loss.dim() == 0 and out.terms["positive_pairs"].item() == 14  # ordered pairs: 6 + 6 + 2
+    assert (
+        isinstance(out, LossOutput) and out.loss.dim() == 0 and out.terms["positive_pairs"].item() == 14
+    )  # ordered pairs: 6 + 6 + 2
     plan = HeadTrainingPlan(module, config, torch.randn(6, 6), torch.tensor([0, 0, 1, 1, 2, 2]))
     optimiser = plan.configure_optimizers()
     assert [g["lr"] for g in optimiser.param_groups] == [1e-2, 1e-5]
@@ -185,4 +202,6 @@ def test_old_learning_rate_keys_load_with_a_warning():
         config = RetrievalConfig.from_yaml(None, head={"lr_backbone": 1e-5})
     assert config.head.backbone_learning_rate == 1e-5
     defaults = HeadConfig()
-    assert (defaults.weight_decay, defaults.max_epochs, defaults.patience, defaults.progress_bar) == (1e-4, 30, 5, False)
+    assert (defaults.weight_decay, defaults.max_epochs, defaults.patience, defaults.progress_bar) == (
+        1e-4, 30, 5, False,
+    )

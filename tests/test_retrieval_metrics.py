@@ -48,7 +48,7 @@ def test_vectorised_ranks_match_a_loop():
     rng = np.random.default_rng(0)
     scores = rng.normal(size=(300, 40))
     truth = rng.integers(0, 40, 300)
-    looped = [1 + int(np.sum(np.delete(row, t) >= row[t])) for row, t in zip(scores, truth)]
+    looped = [1 + int(np.sum(np.delete(row, t) >= row[t])) for row, t in zip(scores, truth, strict=True)]
     assert truth_ranks(scores, truth).tolist() == looped
 
 

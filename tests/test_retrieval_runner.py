@@ -43,7 +43,9 @@ def test_combinations_get_a_partial_hit(screen):
     adata.obs["target_gene"] = adata.obs["target_gene"].astype(str)
     adata.obs.loc[first_two, "target_gene"] = f"{genes[0]}+{genes[1]}"
     adata.obs.loc[adata.obs["target_gene"] == genes[2], "target_gene"] = f"{genes[2]}+ctrl"
-    result = run_retrieval(adata, RetrievalConfig(embedders=["pca"], libraries=["mean"], queries=["cell"]), progress=False)
+    result = run_retrieval(
+        adata, RetrievalConfig(embedders=["pca"], libraries=["mean"], queries=["cell"]), progress=False
+    )
     assert "partial_hit@1" in result.metrics.columns
     assert (result.metrics["partial_hit@1"] >= result.metrics["exact_hit@1"]).all()
     assert f"{genes[0]}+{genes[1]}" in result.info["candidates"]
@@ -63,9 +65,12 @@ def test_cli_run_writes_the_contract(screen, tmp_path):
     adata = adata[~small.to_numpy() | (np.cumsum(small.to_numpy()) <= 5)].copy()  # one target with 5 cells
     adata.write_h5ad(data)
     out = tmp_path / "run"
-    args = ["retrieve", "run", "--data", str(data), "--perturbation-key", "target_gene",
-            "--control-label", "non-targeting", "--embedders", "pca,logreg", "--library", "mean,raw_cell",
-            "--query", "cell,pseudobulk:10", "--mask", "--seeds", "42", "--out", str(out)]
+    args = [
+        "retrieve", "run", "--data", str(data), "--perturbation-key", "target_gene", "--control-label", "non-targeting",
+        "--embedders", "pca,logreg", "--library", "mean,raw_cell", "--query",
+        "cell,pseudobulk:10",
+        "--mask", "--seeds", "42", "--out", str(out),
+    ]
     with pytest.warns(RetrievalWarning, match="skipped"):
         result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -88,8 +93,7 @@ def test_cli_bad_input_is_a_clear_error_and_writes_nothing(screen, tmp_path, mon
     base = ["retrieve", "run", "--data", str(data), "--out", str(tmp_path / "out")]
     for extra, message in [
         (["--control-label", "ctrl"], "control label 'ctrl' not found"),
-        (["--embedders", "foundation"], "--foundation-checkpoint"),
-        (["--query", "bulk"], "pseudobulk:N"),
+        (["--embedders", "foundation"], "--foundation-checkpoint"), (["--query", "bulk"], "pseudobulk:N"),
         (["--seeds", "4x"], "--seeds takes comma-separated integers"),
     ]:
         result = CliRunner().invoke(app, base + extra)
@@ -107,32 +111,46 @@ def test_cli_no_mask_and_config_file(screen, tmp_path):
     screen.write_h5ad(data)
     config.write_text("embedders: [pca]\nlibraries: [mean]\nqueries: [cell]\nseeds: [7]\n")
     out = tmp_path / "run"
-    result = CliRunner().invoke(app, ["retrieve", "run", "--data", str(data), "--config", str(config), "--no-mask",
-                                      "--out", str(out)])
+    result = CliRunner().invoke(
+        app, ["retrieve", "run", "--data", str(data), "--config", str(config), "--no-mask", "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     metrics = pd.read_csv(out / "metrics.csv")
-    assert metrics[["embedder", "library", "query", "mask", "seed"]].values.tolist() == [["pca", "mean", "cell", "off", 7]]
+    assert metrics[["embedder", "library", "query", "mask", "seed"]].values.tolist() == [
+        ["pca", "mean", "cell", "off", 7]
+    ]
     config.write_text("embedders: [pca]\nlibrary: [mean]\n")  # a typo is an error, not a silent default
-    result = CliRunner().invoke(app, ["retrieve", "run", "--data", str(data), "--config", str(config), "--out", str(out)])
+    result = CliRunner().invoke(
+        app, ["retrieve", "run", "--data", str(data), "--config", str(config), "--out", str(out)]
+    )
     assert "library" in str(result.exception) and "Valid options" in str(result.exception)
 
 
 def test_cli_head_hardware_and_training_flags(screen, tmp_path):
     data = tmp_path / "screen.h5ad"
     screen.write_h5ad(data)
-    base = ["retrieve", "run", "--data", str(data), "--embedders", "head:pca", "--library", "mean", "--query", "cell",
-            "--no-mask", "--seeds", "42"]
+    base = [
+        "retrieve", "run", "--data", str(data), "--embedders",
+        "head:pca",
+        "--library", "mean", "--query", "cell", "--no-mask", "--seeds", "42",
+    ]
     out, config = tmp_path / "run", tmp_path / "cfg.yaml"
     config.write_text("head:\n  max_batches_per_epoch: 2\n")
-    flags = ["--accelerator", "cpu", "--devices", "1", "--precision", "bf16-mixed", "--max-epochs", "3", "--max-steps", "4"]
+    flags = [
+        "--accelerator", "cpu", "--devices", "1", "--precision", "bf16-mixed", "--max-epochs", "3", "--max-steps", "4",
+    ]
     result = CliRunner().invoke(app, [*base, *flags, "--config", str(config), "--out", str(out)])
     assert result.exit_code == 0, result.output
     head = yaml.safe_load((out / "config.yaml").read_text())["head"]
     assert (head["accelerator"], head["devices"], head["precision"], head["max_epochs"], head["max_steps"]) == (
-        "cpu", 1, "bf16-mixed", 3, 4)
+        "cpu", 1, "bf16-mixed", 3, 4,
+    )
     assert head["max_batches_per_epoch"] == 2  # the config file's head options are kept
     assert json.loads((out / "run.json").read_text())["fits"][0]["epochs_trained"] == 2  # 4 steps of 2 per epoch
-    for extra, message in [(["--devices", "2"], "trains its heads on one device"), (["--accelerator", "tpu"], "accelerator")]:
+    for extra, message in [
+        (["--devices", "2"], "trains its heads on one device"),
+        (["--accelerator", "tpu"], "accelerator"),
+    ]:
         result = CliRunner().invoke(app, [*base, *extra, "--out", str(tmp_path / "bad")])
         assert isinstance(result.exception, ConfigError) and message in str(result.exception), (extra, result.exception)
     assert not (tmp_path / "bad").exists()

@@ -1,6 +1,5 @@
 """Retrieval at scale: counts stay sparse, no whole matrix is densified, --backed = in memory."""
 
-import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest

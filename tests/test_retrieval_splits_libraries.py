@@ -46,7 +46,7 @@ def test_pseudobulk_queries_average_test_cells_of_one_perturbation():
     assert queries.members.shape == (9, split.test.size)
     np.testing.assert_allclose(np.asarray(queries.members.sum(1)).ravel(), 1.0)
     test_codes = split.codes[split.test]
-    for row, truth in zip(queries.members.toarray(), queries.truth):
+    for row, truth in zip(queries.members.toarray(), queries.truth, strict=True):
         assert set(test_codes[row > 0]) == {truth}
     cells = build_queries(split, QuerySpec(1), obs_names=names, seed=1)
     assert cells.ids.tolist() == names[split.test].tolist()
@@ -72,7 +72,9 @@ def test_library_scores_equal_a_loop(kind):
     codes = np.repeat(np.arange(4), [10, 20, 12, 18])
     queries = rng.normal(size=(7, 5)).astype(np.float32)
     library = build_library(kind, emb, codes, n_candidates=4, similarity="cosine", seed=0, k=3)
-    np.testing.assert_allclose(score(library, queries), _loop_scores(kind, emb, codes, queries, 3), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        score(library, queries), _loop_scores(kind, emb, codes, queries, 3), rtol=1e-4, atol=1e-5
+    )
 
 
 def test_bootstrap_library_scores_best_of_its_centroids():
@@ -83,7 +85,9 @@ def test_bootstrap_library_scores_best_of_its_centroids():
     assert library.entries.shape == (12, 4)
     queries = rng.normal(size=(5, 4)).astype(np.float32)
     sims = queries @ library.entries.T
-    np.testing.assert_allclose(score(library, queries), np.stack([sims[:, :6].max(1), sims[:, 6:].max(1)], 1), rtol=1e-6)
+    np.testing.assert_allclose(
+        score(library, queries), np.stack([sims[:, :6].max(1), sims[:, 6:].max(1)], 1), rtol=1e-6
+    )
 
 
 def test_class_library_ranks_by_class_probability():

@@ -38,7 +38,7 @@ def test_cls_embeddings_equal_scgpt_embed_data(checkpoint, reference):
     # the pipeline of the foundation embedder: normalize_total 1e4 + log1p, vocabulary genes, bins
     values = log1p_normalize(sp.csr_matrix(reference["counts"]))[:, in_vocab]
     bins = bin_rows(values, rng=np.random.RandomState(0))
-    gene_ids = torch.tensor([vocab[g] for g, kept in zip(genes, in_vocab) if kept])
+    gene_ids = torch.tensor([vocab[g] for g, kept in zip(genes, in_vocab, strict=True) if kept])
     ids, vals, padding = tokenize(torch.from_numpy(bins), gene_ids, cls_id=vocab["<cls>"], pad_id=vocab["<pad>"],
                                   pad_value=checkpoint.pad_value)
     with torch.no_grad():

@@ -37,16 +37,26 @@ def workdir(tmp_path_factory):
 
 def test_train_writes_a_loadable_model(workdir):
     names = {p.name for p in (workdir / "model").iterdir()}
-    expected = {"cellsmith_model.json", "weights.safetensors", "config.yaml", "setup.json", "genespace.json", "history.csv"}
+    expected = {
+        "cellsmith_model.json", "weights.safetensors", "config.yaml", "setup.json", "genespace.json", "history.csv",
+    }
     assert expected | {"training", "training_curves.png"} <= names
     assert "likelihood: nb" in (workdir / "model" / "config.yaml").read_text()
 
 
 def test_reconstruct_writes_h5ad_metrics_figures_report(workdir):
     out = workdir / "rec"
-    result = runner.invoke(app, ["scvi", "reconstruct", "--model", str(workdir / "model"), "--data", str(workdir / "cells.h5ad"), "--out", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "scvi", "reconstruct", "--model", str(workdir / "model"), "--data", str(workdir / "cells.h5ad"), "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
-    assert {"reconstructed.h5ad", "metrics.json", "metrics.csv", "umap.png", "gene_means.png", "report.html"} <= {p.name for p in out.iterdir()}
+    assert {"reconstructed.h5ad", "metrics.json", "metrics.csv", "umap.png", "gene_means.png", "report.html"} <= {
+        p.name for p in out.iterdir()
+    }
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["by_group"]) == {"donor_id", "timepoint"}
     assert 0.0 <= metrics["overall"]["knn_mixing"] <= 1.0
@@ -60,7 +70,11 @@ def test_reconstruct_writes_h5ad_metrics_figures_report(workdir):
 def test_predict_sets_covariates(workdir):
     out = workdir / "pred.h5ad"
     result = runner.invoke(
-        app, ["scvi", "predict", "--model", str(workdir / "model"), "--data", str(workdir / "cells.h5ad"), "--set", "timepoint=0h", "--out", str(out)]
+        app,
+        [
+            "scvi", "predict", "--model", str(workdir / "model"), "--data", str(workdir / "cells.h5ad"), "--set",
+            "timepoint=0h", "--out", str(out),
+        ],
     )
     assert result.exit_code == 0, result.output
     pred = ad.read_h5ad(out)
@@ -70,19 +84,28 @@ def test_predict_sets_covariates(workdir):
 @pytest.mark.parametrize(
     ("make_input", "args", "message"),
     [
-        (lambda c: ad.AnnData(X=normalize.log1p_normalize(c.X), obs=c.obs, var=c.var), ["--set", "timepoint=0h"], "raw counts"),
+        (
+            lambda c: ad.AnnData(X=normalize.log1p_normalize(c.X), obs=c.obs, var=c.var),
+            ["--set", "timepoint=0h"],
+            "raw counts",
+        ),
         (lambda c: c, ["--set", "timepoint=48h"], "not seen in training"),
-        (lambda c: c, ["--set", "batch=x"], "conditioned on"),
-        (lambda c: c, ["--set", "timepoint"], "KEY=VALUE"),
+        (lambda c: c, ["--set", "batch=x"], "conditioned on"), (lambda c: c, ["--set", "timepoint"], "KEY=VALUE"),
         (lambda c: c[:, :90].copy(), ["--set", "timepoint=0h"], "gene space"),
-        (lambda c: ad.AnnData(X=c.X, obs=c.obs[["timepoint"]], var=c.var), ["--set", "timepoint=0h"], "no obs column 'donor_id'"),
+        (
+            lambda c: ad.AnnData(X=c.X, obs=c.obs[["timepoint"]], var=c.var),
+            ["--set", "timepoint=0h"],
+            "no obs column 'donor_id'",
+        ),
     ],
 )
 def test_bad_predict_input_is_an_error_and_writes_nothing(workdir, make_input, args, message):
     bad = workdir / "bad.h5ad"
     make_input(ad.read_h5ad(workdir / "cells.h5ad")).write_h5ad(bad)
     out = workdir / "bad_pred.h5ad"
-    result = runner.invoke(app, ["scvi", "predict", "--model", str(workdir / "model"), "--data", str(bad), *args, "--out", str(out)])
+    result = runner.invoke(
+        app, ["scvi", "predict", "--model", str(workdir / "model"), "--data", str(bad), *args, "--out", str(out)]
+    )
     assert isinstance(result.exception, CellsmithError)
     assert message in " ".join(str(result.exception).split())
     assert not out.exists()

@@ -22,7 +22,9 @@ from cellsmith.scvi import ConditionalSCVI
 from cellsmith.scvi import batches as scvi_batches
 from cellsmith.scvi.batches import ControlPairing, EpochBatches
 
-CONFIG = "max_epochs: 8\nkl_warmup_epochs: 4\nn_hidden: 32\nn_latent: 4\npatience: 0\nnum_threads: 1\nprogress_bar: false\n"
+CONFIG = (
+    "max_epochs: 8\nkl_warmup_epochs: 4\nn_hidden: 32\nn_latent: 4\npatience: 0\nnum_threads: 1\nprogress_bar: false\n"
+)
 
 
 def _train(workdir: Path, devices: int) -> subprocess.CompletedProcess:
@@ -30,9 +32,9 @@ def _train(workdir: Path, devices: int) -> subprocess.CompletedProcess:
     src = str(Path(cellsmith.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
     command = [
-        sys.executable, "-m", "cellsmith.cli", "scvi", "train", "--data", str(workdir / "train.h5ad"),
-        "--config", str(workdir / "cfg.yaml"), "--accelerator", "cpu", "--devices", str(devices),
-        "--seed", "1", "--out", str(workdir / f"model{devices}"),
+        sys.executable, "-m", "cellsmith.cli", "scvi", "train", "--data", str(workdir / "train.h5ad"), "--config",
+        str(workdir / "cfg.yaml"), "--accelerator", "cpu", "--devices", str(devices), "--seed", "1", "--out",
+        str(workdir / f"model{devices}"),
     ]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=240, cwd=workdir)
 
@@ -64,7 +66,7 @@ def test_each_process_takes_its_share_of_every_global_batch(monkeypatch):
         monkeypatch.setattr(scvi_batches, "process_rank", lambda rank=rank: (rank, 2))
         shares[rank] = [t.numpy() for t, _ in batches]
     assert len(shares[0]) == len(shares[1]) == len(whole) == 4
-    for batch, first, second in zip(whole, shares[0], shares[1]):
+    for batch, first, second in zip(whole, shares[0], shares[1], strict=True):
         assert np.array_equal(first, batch[0::2]) and np.array_equal(second, batch[1::2])
 
 

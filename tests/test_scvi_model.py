@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import json
 import pickle
 import subprocess
@@ -31,7 +28,9 @@ FAST = dict(
 
 @pytest.fixture(scope="module")
 def cells():
-    return simulate.singlecell(300, 120, cell_types=2, donors=2, timepoints=("0h", "24h"), always_zero_fraction=0.1, seed=0)
+    return simulate.singlecell(
+        300, 120, cell_types=2, donors=2, timepoints=("0h", "24h"), always_zero_fraction=0.1, seed=0
+    )
 
 
 @pytest.fixture(scope="module")
@@ -95,14 +94,18 @@ def test_save_and_load_in_a_fresh_process_give_identical_outputs(trained, cells,
         "np.save(sys.argv[3], m.predict(a, set={'timepoint': '0h'}).X)\n"
     )
     out = tmp_path / "pred.npy"
-    subprocess.run([sys.executable, "-c", script, str(tmp_path / "model"), str(tmp_path / "cells.h5ad"), str(out)], check=True)
+    subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "model"), str(tmp_path / "cells.h5ad"), str(out)], check=True
+    )
     assert np.array_equal(np.load(out), trained.predict(cells, set={"timepoint": "0h"}).X)
 
 
 def test_model_folder_holds_safetensors_setup_and_split(trained, tmp_path):
     trained.save(tmp_path / "model")
     names = {p.name for p in (tmp_path / "model").iterdir()}
-    assert {"cellsmith_model.json", "config.yaml", "setup.json", "genespace.json", "weights.safetensors", "history.csv"} <= names
+    assert {
+        "cellsmith_model.json", "config.yaml", "setup.json", "genespace.json", "weights.safetensors", "history.csv",
+    } <= names
     assert read_manifest(tmp_path / "model")["workflow"] == "scvi"
     setup = json.loads((tmp_path / "model" / "setup.json").read_text())
     assert setup["batch_key"] == "donor_id" and setup["split"]["n_cells"] == 300
@@ -115,9 +118,11 @@ def test_model_folder_holds_safetensors_setup_and_split(trained, tmp_path):
 def _write_legacy_folder(model, path, state):
     """A model folder as cellsmith 0.1 wrote it: pickled model.pt, old config keys, no manifest."""
     path.mkdir()
-    old_keys = ["n_latent", "n_hidden", "n_layers", "dropout", "likelihood", "encode_covariates", "zero_penalty",
-                "zero_gene_init", "kl_warmup_epochs", "weight_decay", "batch_size", "max_epochs", "patience",
-                "num_threads", "val_fraction"]
+    old_keys = [
+        "n_latent", "n_hidden", "n_layers", "dropout", "likelihood", "encode_covariates", "zero_penalty",
+        "zero_gene_init", "kl_warmup_epochs", "weight_decay", "batch_size", "max_epochs", "patience", "num_threads",
+        "val_fraction",
+    ]
     config = {key: getattr(model.config, key) for key in old_keys}
     (path / "config.yaml").write_text(yaml.safe_dump({**config, "lr": model.config.learning_rate}))
     setup = model.setup_dict()
@@ -137,7 +142,6 @@ def test_a_cellsmith_0_1_folder_loads_with_a_warning(trained, cells, tmp_path):
     assert np.array_equal(old.get_latent(cells), trained.get_latent(cells))
     old.save(tmp_path / "converted")
     assert np.array_equal(ConditionalSCVI.load(tmp_path / "converted").get_latent(cells), trained.get_latent(cells))
-
 
 
 def test_a_0_1_folder_with_a_pickled_object_is_refused_unread(trained, tmp_path, code_running_payload):
@@ -206,7 +210,9 @@ def test_batch_order_is_a_function_of_seed_and_epoch():
 
 def test_perturbation_mode_pairs_perturbed_cells_with_controls_of_their_donor():
     screen = simulate.singlecell(300, 80, cell_types=1, donors=2, perturbations=2, control_fraction=0.4, seed=2)
-    model = ConditionalSCVI(SCVIConfig(**FAST)).train(screen, perturbation_key="target_gene", control_label="non-targeting")
+    model = ConditionalSCVI(SCVIConfig(**FAST)).train(
+        screen, perturbation_key="target_gene", control_label="non-targeting"
+    )
     sources = model.matched_sources(screen)
     labels, donors = screen.obs["target_gene"].to_numpy(), screen.obs["donor_id"].to_numpy()
     is_control = labels == "non-targeting"

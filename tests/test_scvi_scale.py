@@ -123,12 +123,13 @@ def test_block_batches_are_full_cover_the_rows_and_shard_by_rank(files, small_bl
         monkeypatch.setattr(scvi_batches, "process_rank", lambda rank=rank: (rank, 2))
         shares = list(batches)
         assert len(shares) == 7
-        for (share, *_), (batch, *_) in zip(shares, whole):
+        for (share, *_), (batch, *_) in zip(shares, whole, strict=True):
             assert np.array_equal(share.numpy(), batch.numpy()[rank::2])
 
 
 def test_full_batches_recut_parts_in_order():
-    parts = [(np.arange(a, b), sp.csr_matrix(np.arange(a, b, dtype=np.float32)[:, None])) for a, b in ((0, 5), (5, 6), (6, 17))]
+    bounds = ((0, 5), (5, 6), (6, 17))
+    parts = [(np.arange(a, b), sp.csr_matrix(np.arange(a, b, dtype=np.float32)[:, None])) for a, b in bounds]
     out = list(full_batches(iter(parts), 4))
     assert [rows.tolist() for rows, _ in out] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11], [12, 13, 14, 15], [16]]
     assert all(np.array_equal(x.toarray().ravel(), rows) for rows, x in out)
@@ -138,11 +139,24 @@ def test_cli_backed_train_and_bounded_reconstruct(files, tmp_path):
     runner = CliRunner()
     (tmp_path / "cfg.yaml").write_text("max_epochs: 1\nn_hidden: 16\nn_latent: 3\npatience: 0\nprogress_bar: false\n")
     data = str(files / "train.h5ad")
-    result = runner.invoke(app, ["scvi", "train", "--data", data, "--backed", "--config", str(tmp_path / "cfg.yaml"),
-                                 "--out", str(tmp_path / "model")])
+    result = runner.invoke(
+        app,
+        [
+            "scvi", "train", "--data", data, "--backed", "--config", str(tmp_path / "cfg.yaml"), "--out",
+            str(tmp_path / "model"),
+        ],
+    )
     assert result.exit_code == 0, result.output
-    result = runner.invoke(app, ["scvi", "reconstruct", "--model", str(tmp_path / "model"), "--data", data, "--backed",
-                                 "--max-cells", "150", "--out", str(tmp_path / "rec")])
+    result = runner.invoke(
+        app,
+        [
+            "scvi", "reconstruct", "--model", str(tmp_path / "model"), "--data", data, "--backed", "--max-cells", "150",
+            "--out", str(tmp_path / "rec"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     combined = ad.read_h5ad(tmp_path / "rec" / "reconstructed.h5ad")
-    assert combined.n_obs == 300 and combined.obs["source"].value_counts().to_dict() == {"real": 150, "reconstructed": 150}
+    assert combined.n_obs == 300 and combined.obs["source"].value_counts().to_dict() == {
+        "real": 150,
+        "reconstructed": 150,
+    }

@@ -15,13 +15,13 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
-from cellsmith import _interrupt
-from cellsmith import cli_options  # its import also sets the help metavars of every command
-from cellsmith.errors import CellsmithError, InputError
-from cellsmith.retrieval.cli import retrieve_app
-from cellsmith.perturbation.cli import app as perturb_app
-from cellsmith.scvi.cli import app as scvi_app
+# cli_options: its import also sets the help metavars of every command
+from cellsmith import _interrupt, cli_options
 from cellsmith.deconvolution.cli import app as deconvolve_app
+from cellsmith.errors import CellsmithError, InputError
+from cellsmith.perturbation.cli import app as perturb_app
+from cellsmith.retrieval.cli import retrieve_app
+from cellsmith.scvi.cli import app as scvi_app
 
 console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
@@ -29,11 +29,8 @@ _state = {"verbose": False}
 
 
 app = typer.Typer(
-    name="cellsmith",
-    help="Single-cell RNA-seq models that are correct by construction.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
+    name="cellsmith", help="Single-cell RNA-seq models that are correct by construction.", no_args_is_help=True,
+    pretty_exceptions_enable=False, add_completion=False,
 )
 genes_app = typer.Typer(help="Gene spaces shared across datasets.", no_args_is_help=True)
 app.add_typer(genes_app, name="genes")
@@ -69,7 +66,9 @@ def audit(
     file: Path = typer.Argument(..., help="An .h5ad, 10x .h5 / matrix folder, or bulk .csv/.tsv."),
     layer: Optional[str] = typer.Option(None, "--layer", help="Audit only this layer ('X', 'raw' or a layer name)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the audit as JSON here."),
-    require: Optional[str] = typer.Option(None, "--require", help="'counts': exit 2 unless the matrix holds raw counts."),
+    require: Optional[str] = typer.Option(
+        None, "--require", help="'counts': exit 2 unless the matrix holds raw counts."
+    ),
     orientation: str = cli_options.ORIENTATION,
 ) -> None:
     """Report the scale of X, every layer and .raw (counts / normalized / log1p / scaled)."""
@@ -124,11 +123,7 @@ def genes_hvg(
             )
         priority += perturbed_genes(datasets[name].obs[column], control_label)
     selection = cross_dataset_hvg(
-        datasets,
-        n_top=n_top,
-        priority_genes=priority,
-        min_cell_fraction=min_cell_fraction,
-        counts_layer=counts_layer,
+        datasets, n_top=n_top, priority_genes=priority, min_cell_fraction=min_cell_fraction, counts_layer=counts_layer,
     )
     path = selection.write(out_dir)
     params = selection.params

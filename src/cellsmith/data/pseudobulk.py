@@ -95,13 +95,13 @@ def check_type_sizes(labels: np.ndarray, *, what: str = "the reference") -> list
             f"{what} has {types.size} cell type ({', '.join(map(str, types)) or 'no labels'}); "
             "deconvolution needs at least 2. Check --cell-type-key."
         )
-    too_few = {str(t): int(n) for t, n in zip(types, sizes) if n < MIN_CELLS_ERROR}
+    too_few = {str(t): int(n) for t, n in zip(types, sizes, strict=True) if n < MIN_CELLS_ERROR}
     if too_few:
         raise InputError(
             f"cell types of {what} with fewer than {MIN_CELLS_ERROR} cells: {too_few}; each type "
             "needs cells for both training and validation. Merge or drop these types."
         )
-    rare = {str(t): int(n) for t, n in zip(types, sizes) if n < MIN_CELLS_WARN}
+    rare = {str(t): int(n) for t, n in zip(types, sizes, strict=True) if n < MIN_CELLS_WARN}
     if rare:
         logger.warning(
             "cell types of %s with fewer than %d cells: %s; their signatures and mixtures rest on "
@@ -272,7 +272,7 @@ def mix_counts(
     labels = labels[cells]
     types = list(cell_types) if cell_types is not None else sorted(set(labels))
     cells_of = [cells[labels == t] for t in types]
-    empty = [t for t, cells in zip(types, cells_of) if cells.size == 0]
+    empty = [t for t, cells in zip(types, cells_of, strict=True) if cells.size == 0]
     if empty:
         raise InputError(f"cell types {empty} have no cells to draw from.")
     rng = np.random.default_rng(seed)
@@ -337,15 +337,8 @@ def pseudobulk(
         raise InputError(f"pseudo-bulk scale must be 'cpm' or 'counts', got '{scale}'.")
     labels = cell_type_labels(reference, cell_type_key)
     mixed = mix_counts(
-        count_rows(reference, layer=counts_layer),
-        labels,
-        n_samples,
-        cells=cells,
-        cells_per_sample=cells_per_sample,
-        alpha=alpha,
-        sparse_fraction=sparse_fraction,
-        cell_types=cell_types,
-        seed=seed,
+        count_rows(reference, layer=counts_layer), labels, n_samples, cells=cells, cells_per_sample=cells_per_sample,
+        alpha=alpha, sparse_fraction=sparse_fraction, cell_types=cell_types, seed=seed,
     )
     values = cpm_in_place(mixed.counts) if scale == "cpm" else mixed.counts
     out = ad.AnnData(

@@ -240,7 +240,9 @@ def _combinations(
     the interaction coefficient of each double."""
     pairs = [(a, b) for a in range(len(targets)) for b in range(a + 1, len(targets))]
     if n_combinations > len(pairs):
-        raise InputError(f"{n_combinations} double perturbations asked for, but {len(targets)} targets give {len(pairs)} pairs.")
+        raise InputError(
+            f"{n_combinations} double perturbations asked for, but {len(targets)} targets give {len(pairs)} pairs."
+        )
     if n_combinations == 0:
         return list(targets), single_lfc, np.zeros(0)
     chosen = [pairs[i] for i in np.sort(rng.choice(len(pairs), n_combinations, replace=False))]
@@ -279,14 +281,8 @@ def bulk(
         cell type) the fraction of cells drawn per type.
     """
     out = pseudobulk(
-        reference,
-        n_samples,
-        cell_type_key=cell_type_key,
-        counts_layer=counts_layer,
-        cells_per_sample=cells_per_sample,
-        alpha=alpha,
-        scale="counts",
-        seed=seed,
+        reference, n_samples, cell_type_key=cell_type_key, counts_layer=counts_layer, cells_per_sample=cells_per_sample,
+        alpha=alpha, scale="counts", seed=seed,
     )
     out.obs_names = [f"bulk{i}" for i in range(n_samples)]
     return out

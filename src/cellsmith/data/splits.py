@@ -77,4 +77,6 @@ def split_indices(
             parts[name].append(members[start : start + n])
             start += n
         parts[rest].append(members[start:])
-    return {name: np.sort(np.concatenate(chunks)) if chunks else np.zeros(0, np.int64) for name, chunks in parts.items()}
+    return {
+        name: np.sort(np.concatenate(chunks)) if chunks else np.zeros(0, np.int64) for name, chunks in parts.items()
+    }

@@ -8,7 +8,17 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from cellsmith.cli_options import ACCELERATOR, BACKED, DEVICES, MAX_EPOCHS, MAX_STEPS, ORIENTATION, PRECISION, table_text
+from cellsmith.cli_options import (
+    ACCELERATOR,
+    BACKED,
+    DEVICES,
+    MAX_EPOCHS,
+    MAX_STEPS,
+    ORIENTATION,
+    PRECISION,
+    table_text,
+)
+
 app = typer.Typer(help="Bulk deconvolution: HP-VADE with an NNLS baseline.", no_args_is_help=True)
 out = Console(soft_wrap=True)
 
@@ -57,14 +67,8 @@ def train(
     from cellsmith.deconvolution.model import Deconvolver
 
     options = DeconvolutionConfig.from_yaml(
-        config,
-        seed=seed,
-        progress_bar=progress,
-        max_epochs=max_epochs,
-        max_steps=max_steps,
-        accelerator=accelerator,
-        devices=devices,
-        precision=precision,
+        config, seed=seed, progress_bar=progress, max_epochs=max_epochs, max_steps=max_steps, accelerator=accelerator,
+        devices=devices, precision=precision,
     )
     adata = read_backed(reference) if backed else read(reference)
     genes = list(read_bulk(genes_from, orientation).var_names) if genes_from is not None else None
@@ -78,7 +82,9 @@ def train(
             f"validation {method}: r {metrics['pearson']:.4f}, CCC {metrics['ccc']:.4f}, "
             f"MAE {metrics['mae']:.4f}, RMSE {metrics['rmse']:.4f}"
         )
-    out.print(f"model written to {out_dir} ({model.training.get('epochs_trained')} epochs, {len(model.genespace):,} genes)")
+    out.print(
+        f"model written to {out_dir} ({model.training.get('epochs_trained')} epochs, {len(model.genespace):,} genes)"
+    )
 
 
 @app.command()
@@ -88,8 +94,10 @@ def predict(
     out_path: Path = typer.Option(..., "--out", help="PROPS.csv; NNLS and fit go to PROPS.nnls.csv / PROPS.fit.csv."),
     layer: Optional[str] = typer.Option(None, "--layer", help="Layer of the bulk .h5ad to use (default X)."),
     adapt: bool = typer.Option(
-        False, "--adapt", help="Estimate gene-wise platform factors from these samples (one set, one platform) "
-        "and correct for them, as `deconvolve run` does."
+        False,
+        "--adapt",
+        help="Estimate gene-wise platform factors from these samples (one set, one platform) "
+        "and correct for them, as `deconvolve run` does.",
     ),
     orientation: str = ORIENTATION,
     mrna_content: Optional[str] = MRNA_CONTENT,
@@ -113,12 +121,18 @@ def predict(
         sibling(out_path, NNLS_SUFFIX): prediction.nnls,
         sibling(out_path, FIT_SUFFIX): prediction.fit,
     }
-    write_atomic_files({path: lambda tmp, frame=frame: frame.to_csv(tmp, index_label="sample") for path, frame in outputs.items()})
+    write_atomic_files(
+        {path: lambda tmp, frame=frame: frame.to_csv(tmp, index_label="sample") for path, frame in outputs.items()}
+    )
     poor = prediction.fit.index[prediction.fit["r2_log_hpvade"] < 0.8]
-    out.print(f"{len(prediction.proportions)} samples; proportions written to {out_path} (NNLS: "
-              f"{sibling(out_path, NNLS_SUFFIX).name}, fit: {sibling(out_path, FIT_SUFFIX).name})")
-    out.print(f"median fit R^2 (log space): HP-VADE {prediction.fit['r2_log_hpvade'].median():.3f}, "
-              f"NNLS {prediction.fit['r2_log_nnls'].median():.3f}")
+    out.print(
+        f"{len(prediction.proportions)} samples; proportions written to {out_path} (NNLS: "
+        f"{sibling(out_path, NNLS_SUFFIX).name}, fit: {sibling(out_path, FIT_SUFFIX).name})"
+    )
+    out.print(
+        f"median fit R^2 (log space): HP-VADE {prediction.fit['r2_log_hpvade'].median():.3f}, "
+        f"NNLS {prediction.fit['r2_log_nnls'].median():.3f}"
+    )
     if len(poor):
         out.print(
             f"{len(poor)} samples are poorly explained by the reference (R^2 < 0.8, e.g. "
@@ -158,10 +172,7 @@ def evaluate(
         comparison.pooled.to_csv(tmp / "pooled_metrics.csv")
         comparison.per_type.to_csv(tmp / "per_type_metrics.csv")
         evaluation_report(
-            comparison,
-            fit=fit,
-            training=model.training if model else None,
-            history=model.history if model else None,
+            comparison, fit=fit, training=model.training if model else None, history=model.history if model else None,
             save_png_dir=tmp,
         ).write(tmp / "report.html")
     for note in comparison.notes:
@@ -174,16 +185,23 @@ def evaluate(
 def run_command(
     reference: Path = typer.Option(..., "--reference", help="Labelled single-cell .h5ad with raw counts."),
     cell_type_key: str = typer.Option(..., "--cell-type-key", help="obs column with the cell types."),
-    bulk: Path = typer.Option(..., "--bulk", help="Bulk samples: .h5ad (samples x genes) or .csv/.tsv; counts, "
-                              "CPM/TPM or linear microarray intensities (not log)."),
-    out_dir: Path = typer.Option(..., "--out", help="Folder for proportions.csv, proportions.nnls.csv, fit.csv, "
-                                 "report.html (written at once)."),
+    bulk: Path = typer.Option(
+        ...,
+        "--bulk",
+        help="Bulk samples: .h5ad (samples x genes) or .csv/.tsv; counts, "
+        "CPM/TPM or linear microarray intensities (not log).",
+    ),
+    out_dir: Path = typer.Option(
+        ..., "--out", help="Folder for proportions.csv, proportions.nnls.csv, fit.csv, report.html (written at once)."
+    ),
     counts_layer: Optional[str] = typer.Option(None, "--counts-layer", help="Layer with raw counts (default X)."),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML with DeconvolutionConfig options."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Override the config's seed (default 0)."),
     no_adapt: bool = typer.Option(
-        False, "--no-adapt", help="No platform adaptation (the model as `predict` runs it); by default "
-        "gene-wise platform factors are estimated from the bulk samples and the old model is the reference row."
+        False,
+        "--no-adapt",
+        help="No platform adaptation (the model as `predict` runs it); by default "
+        "gene-wise platform factors are estimated from the bulk samples and the old model is the reference row.",
     ),
     progress: Optional[bool] = typer.Option(
         None, "--progress/--no-progress", help="Show the progress bar (default: the config's progress_bar)."
@@ -207,20 +225,24 @@ def run_command(
 
     options = DeconvolutionConfig.from_yaml(
         config, seed=seed, progress_bar=progress, max_epochs=max_epochs, accelerator=accelerator,
-        bulk_mrna_content=content_setting(mrna_content),
-        unknown_mrna=unknown_mrna,
+        bulk_mrna_content=content_setting(mrna_content), unknown_mrna=unknown_mrna,
     )
     adata = read(reference)
     samples = read_bulk(bulk, orientation, genes=list(adata.var_names))
-    result = run(adata, samples, cell_type_key=cell_type_key, config=options, counts_layer=counts_layer,
-                 adapt=not no_adapt)
+    result = run(
+        adata, samples, cell_type_key=cell_type_key, config=options, counts_layer=counts_layer, adapt=not no_adapt
+    )
     write_run(result, out_dir, bulk_name=bulk.name)
     table = result.tables()[PROPORTIONS]
-    out.print(f"{len(table)} samples, {result.shared_genes:,} shared genes; proportions written to "
-              f"{out_dir / PROPORTIONS} (report: {out_dir / 'report.html'})")
+    out.print(
+        f"{len(table)} samples, {result.shared_genes:,} shared genes; proportions written to "
+        f"{out_dir / PROPORTIONS} (report: {out_dir / 'report.html'})"
+    )
     out.print(table.mean().round(3).to_frame("mean").T.to_string())
     fit = result.prediction.fit
     flagged = fit.index[fit["unknown_flag"]] if "unknown_flag" in fit else []
     if len(flagged):
-        out.print(f"{len(flagged)} samples hold more than {UNKNOWN_FLAG:.0%} of content the reference lacks "
-                  f"(unknown), e.g. {', '.join(map(str, flagged[:3]))}.")
+        out.print(
+            f"{len(flagged)} samples hold more than {UNKNOWN_FLAG:.0%} of content the reference lacks "
+            f"(unknown), e.g. {', '.join(map(str, flagged[:3]))}."
+        )

@@ -116,7 +116,9 @@ def compare(
         per_type, pooled[method] = metric_tables(mapped.pred, mapped.truth)
         rows.append(per_type.assign(method=method).rename_axis("type").reset_index())
         mapped_preds[method] = mapped.pred
-    notes = [f"{samples.size} samples compared on {len(mapped.truth.columns)} types: {', '.join(mapped.truth.columns)}."]
+    notes = [
+        f"{samples.size} samples compared on {len(mapped.truth.columns)} types: {', '.join(mapped.truth.columns)}."
+    ]
     if mapped.skipped:
         notes.append(f"skipped (truth NaN in every sample): {', '.join(mapped.skipped)}.")
     if mapped.pred_without_truth:
@@ -187,9 +189,11 @@ def scatter_figure(comparison: Comparison):
     n_cols = min(len(types), 4)
     n_rows = int(np.ceil(len(types) / n_cols))
     fig, axes = plt.subplots(n_rows, n_cols, figsize=(3.2 * n_cols, 3.1 * n_rows), squeeze=False)
-    for ax, cell_type in zip(axes.ravel(), types):
+    for ax, cell_type in zip(axes.ravel(), types, strict=False):
         truth = comparison.truth[cell_type]
-        top = max(float(np.nanmax(truth.to_numpy())), *(float(p[cell_type].max()) for p in comparison.preds.values()), 0.05)
+        top = max(
+            float(np.nanmax(truth.to_numpy())), *(float(p[cell_type].max()) for p in comparison.preds.values()), 0.05
+        )
         ax.plot([0, top], [0, top], color="#999", lw=0.8, ls="--")
         r = []
         for method, pred in comparison.preds.items():
@@ -198,7 +202,7 @@ def scatter_figure(comparison: Comparison):
         ax.set_title(f"{cell_type}\nr: {', '.join(r)}", fontsize=9)
         ax.set_xlabel("true proportion")
         ax.set_ylabel("predicted")
-    for ax in axes.ravel()[len(types):]:
+    for ax in axes.ravel()[len(types) :]:
         ax.axis("off")
     fig.tight_layout()
     legend_below(fig, axes[0, 0])  # one legend for all panels, off the data
@@ -232,7 +236,9 @@ def history_figure(history: pd.DataFrame):
 def diagnostics_table(diagnostics: dict) -> pd.DataFrame:
     """First-batch ranges and weighted loss terms as one table."""
     rows = [{"quantity": name, **stats} for name, stats in diagnostics["ranges"].items()]
-    rows += [{"quantity": f"loss: {name} (weighted)", "mean": value} for name, value in diagnostics["weighted_loss"].items()]
+    rows += [
+        {"quantity": f"loss: {name} (weighted)", "mean": value} for name, value in diagnostics["weighted_loss"].items()
+    ]
     return pd.DataFrame(rows).set_index("quantity")
 
 
@@ -248,7 +254,9 @@ def training_report(report: Report, training: dict, history: pd.DataFrame | None
         report.text("First-batch diagnostics: ranges of every scale and the weighted loss terms.")
         report.table(diagnostics_table(diagnostics))
         if diagnostics.get("dominant_term"):
-            report.text(f"warning: loss term {diagnostics['dominant_term']} dominates the others by > 1,000x.", css_class="warn")
+            report.text(
+                f"warning: loss term {diagnostics['dominant_term']} dominates the others by > 1,000x.", css_class="warn"
+            )
 
 
 def evaluation_report(
@@ -268,7 +276,11 @@ def evaluation_report(
     report.table(comparison.pooled)
     report.heading("Per cell type")
     report.table(comparison.per_type)
-    undefined = " r n/a: fewer than 3 samples, too few for a correlation." if comparison.per_type["pearson"].isna().any() else ""
+    undefined = (
+        " r n/a: fewer than 3 samples, too few for a correlation."
+        if comparison.per_type["pearson"].isna().any()
+        else ""
+    )
     report.figure(
         scatter_figure(comparison),
         caption=f"Predicted vs true proportions; dashed: identity; r: Pearson r per method.{undefined}",

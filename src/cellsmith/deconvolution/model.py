@@ -38,7 +38,14 @@ from cellsmith.data.splits import split_indices
 from cellsmith.deconvolution.adapt import adapt as adapt_platform
 from cellsmith.deconvolution.bulk_input import require_expressed_samples, require_linear_bulk
 from cellsmith.deconvolution.config import DeconvolutionConfig
-from cellsmith.deconvolution.content import REFERENCE, BulkContent, bulk_content, reweight, unknown_cells, unknown_mrna_for
+from cellsmith.deconvolution.content import (
+    REFERENCE,
+    BulkContent,
+    bulk_content,
+    reweight,
+    unknown_cells,
+    unknown_mrna_for,
+)
 from cellsmith.deconvolution.module import HPVADE
 from cellsmith.deconvolution.nnls import nnls_proportions
 from cellsmith.deconvolution.plan import HPVADEPlan
@@ -260,10 +267,8 @@ class Deconvolver(CellsmithModel):
         self.reference_signature = means.cpm
         logger.info(
             "signature S initialised from the mean CPM of %d training cells per type (%s) over "
-            "%d genes",
-            train_cells.size,
-            ", ".join(f"{t}: {int(n)}" for t, n in zip(cell_types, means.sizes)),
-            len(self.genespace),
+            "%d genes", train_cells.size,
+            ", ".join(f"{t}: {int(n)}" for t, n in zip(cell_types, means.sizes, strict=True)), len(self.genespace),
         )
         # In the counts' precision (float32 for most h5ad files), as the whole-matrix means were.
         dtype = counts.matrix.dtype
@@ -271,7 +276,7 @@ class Deconvolver(CellsmithModel):
         content = per_cell / per_cell.mean()
         logger.info(
             "mRNA content per cell (mean counts over the model's genes, relative): %s",
-            ", ".join(f"{t} {c:.3f}" for t, c in zip(cell_types, content)),
+            ", ".join(f"{t} {c:.3f}" for t, c in zip(cell_types, content, strict=True)),
         )
         self.setup = {
             "cell_type_key": cell_type_key,
@@ -311,13 +316,8 @@ class Deconvolver(CellsmithModel):
         config = self.config
         markers = config.n_marker_genes is not None
         scores = consistent_marker_scores(
-            counts,
-            labels,
-            cell_types,
-            min_mean_cpm=config.min_mean_cpm if markers else 0.0,
-            min_cell_fraction=config.min_cell_fraction if markers else 0.0,
-            seed=config.seed,
-            cells=train_cells,
+            counts, labels, cell_types, min_mean_cpm=config.min_mean_cpm if markers else 0.0,
+            min_cell_fraction=config.min_cell_fraction if markers else 0.0, seed=config.seed, cells=train_cells,
         )
         return select_genes(
             gene_names, scores, n_per_type=config.n_marker_genes, exclude_patterns=config.exclude_gene_patterns
@@ -326,15 +326,9 @@ class Deconvolver(CellsmithModel):
     def _pseudobulk_tensors(self, counts, labels, cells, n_samples: int, seed: int):
         """(CPM, true proportions) tensors of ``n_samples`` pseudo-bulks of the rows ``cells``."""
         mixed = mix_counts(
-            as_count_rows(counts),
-            labels,
-            n_samples,
-            cells=cells,
-            cell_types=self.cell_types,
-            cells_per_sample=self.config.cells_per_sample,
-            alpha=self.config.alpha,
-            sparse_fraction=self.config.sparse_fraction,
-            seed=seed,
+            as_count_rows(counts), labels, n_samples, cells=cells, cell_types=self.cell_types,
+            cells_per_sample=self.config.cells_per_sample, alpha=self.config.alpha,
+            sparse_fraction=self.config.sparse_fraction, seed=seed,
         )
         return torch.from_numpy(cpm_in_place(mixed.counts)), torch.as_tensor(mixed.proportions, dtype=torch.float32)
 
@@ -352,9 +346,7 @@ class Deconvolver(CellsmithModel):
         train_bulk = self._pseudobulk_tensors(counts, labels, train_cells, config.n_train_samples, config.seed)
         val_bulk = self._pseudobulk_tensors(counts, labels, val_cells, config.n_val_samples, config.seed + 1)
         plan = HPVADEPlan(
-            self.module,
-            config,
-            self._vae_cells(counts, labels, train_cells),
+            self.module, config, self._vae_cells(counts, labels, train_cells),
             self._vae_cells(counts, labels, val_cells),
         )
         generator = torch.Generator().manual_seed(config.seed)
@@ -450,11 +442,8 @@ class Deconvolver(CellsmithModel):
             fit["unknown_flag"] = fit[f"{UNKNOWN}_hpvade"] > UNKNOWN_FLAG
         return Prediction(
             proportions=pd.DataFrame(props, index=index, columns=self.cell_types),
-            nnls=pd.DataFrame(nnls, index=index, columns=self.cell_types),
-            fit=fit,
-            platform=platform,
-            mrna_content=mrna_content,
-            range_exponent=exponent,
+            nnls=pd.DataFrame(nnls, index=index, columns=self.cell_types), fit=fit, platform=platform,
+            mrna_content=mrna_content, range_exponent=exponent,
         )
 
     def bulk_content(
@@ -703,11 +692,8 @@ def build_module(config: DeconvolutionConfig, signature: np.ndarray, content: np
     """The torch module of ``config`` with initial signature S and mRNA content per type."""
     return HPVADE(
         torch.as_tensor(signature, dtype=torch.float32),
-        mrna_content=torch.as_tensor(content) if config.mrna_content_weighting else None,
-        n_latent=config.n_latent,
-        vae_hidden=config.vae_hidden,
-        deconv_hidden=config.deconv_hidden,
-        dropout=config.dropout,
+        mrna_content=torch.as_tensor(content) if config.mrna_content_weighting else None, n_latent=config.n_latent,
+        vae_hidden=config.vae_hidden, deconv_hidden=config.deconv_hidden, dropout=config.dropout,
     )
 
 

@@ -137,7 +137,7 @@ def proportions_figure(frames: dict[str, pd.DataFrame]):
     fig, axes = plt.subplots(
         1, len(frames), figsize=(min(4 + 0.25 * n_samples, 12) * len(frames) / 2, 3.4), squeeze=False, sharey=True
     )
-    for ax, (name, frame) in zip(axes[0], frames.items()):
+    for ax, (name, frame) in zip(axes[0], frames.items(), strict=True):
         bottom = np.zeros(len(frame))
         for column in frame.columns:
             color = "#bbbbbb" if column == UNKNOWN else None

@@ -131,7 +131,8 @@ def parse_mapping(spec: Mapping) -> list[TypePair]:
                 raise InputError(
                     f"mapping entry '{name}' must have exactly the keys 'truth' and 'pred', got {sorted(value)}."
                 )
-            pairs.append(TypePair(str(name), _names(value["truth"], f"'{name}'.truth"), _names(value["pred"], f"'{name}'.pred")))
+            truth, pred = _names(value["truth"], f"'{name}'.truth"), _names(value["pred"], f"'{name}'.pred")
+            pairs.append(TypePair(str(name), truth, pred))
         else:
             pairs.append(TypePair(str(name), (str(name),), _names(value, f"'{name}'")))
     return pairs
@@ -183,7 +184,8 @@ def map_types(pred: pd.DataFrame, truth: pd.DataFrame, pairs: Sequence[TypePair]
             )
     mapped_truth = pd.DataFrame(
         # NaN when any summed column is NaN (a sum of measured and unmeasured is unknown).
-        {p.name: truth[list(p.truth)].sum(axis=1, min_count=len(p.truth)) for p in pairs}, index=truth.index
+        {p.name: truth[list(p.truth)].sum(axis=1, min_count=len(p.truth)) for p in pairs},
+        index=truth.index,
     )
     mapped_pred = pd.DataFrame({p.name: pred[list(p.pred)].sum(axis=1) for p in pairs}, index=pred.index)
     skipped = [c for c in mapped_truth.columns if mapped_truth[c].isna().all()]
@@ -196,9 +198,7 @@ def map_types(pred: pd.DataFrame, truth: pd.DataFrame, pairs: Sequence[TypePair]
         )
     keep = [c for c in mapped_truth.columns if c not in skipped]
     return MappedTypes(
-        truth=mapped_truth[keep],
-        pred=mapped_pred[keep],
-        skipped=skipped,
+        truth=mapped_truth[keep], pred=mapped_pred[keep], skipped=skipped,
         pred_without_truth=[c for c in pred.columns if c not in used_pred],
         truth_unused=[c for c in truth.columns if c not in used_truth],
     )

@@ -127,7 +127,7 @@ def cell_eval(
         )
         results, agg = evaluator.compute(profile=profile, write_csv=False, break_on_error=True)
     finally:
-        for q, level in zip(quiet, levels):
+        for q, level in zip(quiet, levels, strict=True):
             q.setLevel(level)
     table = results.to_pandas().set_index("perturbation").sort_index()
     written = work_dir / "real_de.csv"
@@ -164,7 +164,8 @@ def top_de_genes(real_de: pd.DataFrame | None, real_shift: pd.Series, n: int = T
     ``feature``, ``p_value``, ``log2_fold_change``); by |mean shift| without a table."""
     if real_de is None or real_de.empty:
         return real_shift.abs().sort_values(ascending=False).index[:n].tolist()
-    ranked = real_de.assign(size=real_de["log2_fold_change"].abs()).sort_values(["p_value", "size"], ascending=[True, False])
+    sized = real_de.assign(size=real_de["log2_fold_change"].abs())
+    ranked = sized.sort_values(["p_value", "size"], ascending=[True, False])
     return ranked["feature"].astype(str).head(n).tolist()
 
 

@@ -213,12 +213,8 @@ def read_model_dir(
     except ConfigError as err:
         raise ModelDirectoryError(f"{path}: {err}") from None
     return ModelFiles(
-        path=path,
-        config=config,
-        setup=json.loads((path / SETUP).read_text()),
-        weights=read_weights(path / WEIGHTS),
-        genespace=GeneSpace.read(path / GENES) if (path / GENES).is_file() else None,
-        manifest=manifest,
+        path=path, config=config, setup=json.loads((path / SETUP).read_text()), weights=read_weights(path / WEIGHTS),
+        genespace=GeneSpace.read(path / GENES) if (path / GENES).is_file() else None, manifest=manifest,
     )
 
 
@@ -239,7 +235,9 @@ def load_legacy_state(path: Path) -> Any:
     NumPy arrays are allowed; any other object is refused without being created."""
     import numpy as np
 
-    allowed = [np.core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype("int64")), type(np.dtype("float64"))]
+    allowed = [
+        np.core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype("int64")), type(np.dtype("float64"))
+    ]
     try:
         with torch.serialization.safe_globals(allowed), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch's notes on pickle protocols: the error says enough

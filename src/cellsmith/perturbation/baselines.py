@@ -135,7 +135,8 @@ class Baselines:
     def _additive(self, genes: list[str]) -> np.ndarray:
         fallback = self.single_shifts.mean(0) if len(self.single_targets) else self.mean_shift
         known = {t: i for i, t in enumerate(self.single_targets)}
-        return sum((self.single_shifts[known[g]] if g in known else fallback for g in genes), np.zeros_like(self.mean_shift))
+        shifts = (self.single_shifts[known[g]] if g in known else fallback for g in genes)
+        return sum(shifts, np.zeros_like(self.mean_shift))
 
     def predictor(self, name: str) -> Callable[[np.ndarray, str], np.ndarray]:
         """``(controls (n, G), target) -> predicted cells (n, G)`` of one baseline."""
@@ -143,10 +144,9 @@ class Baselines:
 
     def save(self, path: str | Path) -> None:
         np.savez(
-            path, genes=np.array(self.genespace.names), mean_shift=self.mean_shift,
-            gene_pca=self.gene_pca, ridge_weights=self.ridge_weights,
-            single_targets=np.array(self.single_targets, dtype=str), single_shifts=self.single_shifts,
-            control_label=np.array(self.control_label),
+            path, genes=np.array(self.genespace.names), mean_shift=self.mean_shift, gene_pca=self.gene_pca,
+            ridge_weights=self.ridge_weights, single_targets=np.array(self.single_targets, dtype=str),
+            single_shifts=self.single_shifts, control_label=np.array(self.control_label),
         )
 
     @classmethod

@@ -8,7 +8,17 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from cellsmith.cli_options import ACCELERATOR, BACKED, DEVICES, MAX_EPOCHS, MAX_STEPS, PRECISION, PROGRESS, steps, table_text
+from cellsmith.cli_options import (
+    ACCELERATOR,
+    BACKED,
+    DEVICES,
+    MAX_EPOCHS,
+    MAX_STEPS,
+    PRECISION,
+    PROGRESS,
+    steps,
+    table_text,
+)
 from cellsmith.errors import InputError
 
 out = Console(soft_wrap=True)
@@ -47,14 +57,19 @@ def pretrain(
     from cellsmith.perturbation.workflow import is_main_process, read_genespace, run_pretrain
 
     cfg = PretrainConfig.from_yaml(
-        config, max_epochs=max_epochs, max_steps=max_steps, accelerator=accelerator, devices=devices, precision=precision
+        config, max_epochs=max_epochs, max_steps=max_steps, accelerator=accelerator, devices=devices,
+        precision=precision,
     )
     space = read_genespace(genes)
-    datasets = {name: (read_backed if backed else read)(path) for name, path in zip(_dataset_names(data), data)}
+    datasets = {
+        name: (read_backed if backed else read)(path) for name, path in zip(_dataset_names(data), data, strict=True)
+    }
     result = run_pretrain(datasets, space, out_dir, config=cfg, counts_layer=counts_layer)
     if not is_main_process():
         return
-    out.print(f"gene embeddings of {len(space)} genes (digest {space.digest}); mapped per source: {result.mapped_per_source}")
+    out.print(
+        f"gene embeddings of {len(space)} genes (digest {space.digest}); mapped per source: {result.mapped_per_source}"
+    )
     out.print(f"written {out_dir}")
 
 
@@ -66,7 +81,9 @@ def finetune(
     ),
     control_label: str = typer.Option("non-targeting", "--control-label", help="Label of control cells."),
     genes: Path = typer.Option(..., "--genes", help="HVG_DIR written by `cellsmith genes hvg`."),
-    pretrained: Optional[Path] = typer.Option(None, "--pretrained", help="PRETRAIN_DIR (random gene embeddings without)."),
+    pretrained: Optional[Path] = typer.Option(
+        None, "--pretrained", help="PRETRAIN_DIR (random gene embeddings without)."
+    ),
     split: str = typer.Option(
         "heldout-perturbations", "--split", help="heldout-perturbations, heldout-combinations or heldout-cells."
     ),
@@ -91,14 +108,14 @@ def finetune(
     if split not in SPLIT_MODES:
         raise InputError(f"--split takes {', '.join(SPLIT_MODES)}, not '{split}'.")
     cfg = FinetuneConfig.from_yaml(
-        config, seed=seed, context_key=context_key, max_epochs=max_epochs, max_steps=max_steps,
-        accelerator=accelerator, devices=devices, precision=precision,
+        config, seed=seed, context_key=context_key, max_epochs=max_epochs, max_steps=max_steps, accelerator=accelerator,
+        devices=devices, precision=precision,
     )
     space = read_genespace(genes)
     prior = PretrainedGenes.load(pretrained) if pretrained is not None else None
     _, parts = run_finetune(
-        read(data), space, out_dir, config=cfg, pretrained=prior, split=split,
-        perturbation_key=perturbation_key, control_label=control_label, counts_layer=counts_layer,
+        read(data), space, out_dir, config=cfg, pretrained=prior, split=split, perturbation_key=perturbation_key,
+        control_label=control_label, counts_layer=counts_layer,
     )
     if not is_main_process():
         return
@@ -106,7 +123,10 @@ def finetune(
         f"split {parts.mode}: train perturbations {len(parts.train_targets)}, test perturbations "
         + ", ".join(f"{p} ({parts.categories.get(p, 'seen')})" for p in parts.test_targets)
     )
-    out.print(f"written {out_dir} (predict from {out_dir / 'heldout_controls.h5ad'}, evaluate against {out_dir / 'heldout_real.h5ad'})")
+    out.print(
+        f"written {out_dir} (predict from {out_dir / 'heldout_controls.h5ad'}, "
+        f"evaluate against {out_dir / 'heldout_real.h5ad'})"
+    )
 
 
 @app.command()
@@ -129,15 +149,22 @@ def predict(
     pred = run_predict(
         model, read(controls), names, out_file, cells_per_target=cells_per_target, seed=seed, counts_layer=counts_layer
     )
-    out.print(f"{pred.n_obs} cells ({len(names)} targets x {cells_per_target} + controls) x {pred.n_vars} genes written to {out_file}")
+    out.print(
+        f"{pred.n_obs} cells ({len(names)} targets x {cells_per_target} + controls) x {pred.n_vars} genes "
+        f"written to {out_file}"
+    )
 
 
 @app.command()
 def evaluate(
     pred: Path = typer.Option(..., "--pred", help="PRED.h5ad of `cellsmith perturb predict`."),
-    real: Path = typer.Option(..., "--real", help="Raw-count h5ad of the real cells (e.g. MODEL_DIR/heldout_real.h5ad)."),
+    real: Path = typer.Option(
+        ..., "--real", help="Raw-count h5ad of the real cells (e.g. MODEL_DIR/heldout_real.h5ad)."
+    ),
     baselines: bool = typer.Option(False, "--baselines", help="Also score the baselines of the model that predicted."),
-    model: Optional[Path] = typer.Option(None, "--model", help="MODEL_DIR with the baselines (default: the one in PRED)."),
+    model: Optional[Path] = typer.Option(
+        None, "--model", help="MODEL_DIR with the baselines (default: the one in PRED)."
+    ),
     threads: int = typer.Option(1, "--threads", help="Threads of cell-eval's DE test."),
     out_dir: Path = typer.Option(..., "--out", help="DIR for per_perturbation.csv, summary.csv, report.html."),
     perturbation_key: Optional[str] = typer.Option(

@@ -29,11 +29,15 @@ class PretrainConfig(TrainingConfig):
     patience: int = Field(8, ge=0, description="Early-stopping patience in epochs (0: off).")
     learning_rate: float = Field(3e-3, gt=0.0, description="AdamW learning rate.")
     weight_decay: float = Field(1e-4, ge=0.0, description="AdamW weight decay.")
-    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of cells for early stopping (20 cells or more).")
+    val_fraction: float = Field(
+        0.1, ge=0.0, lt=1.0, description="Share of cells for early stopping (20 cells or more)."
+    )
     vocabulary_min_cells: int = Field(
         3, ge=1, description="Genes detected in this many cells of a source join the target vocabulary."
     )
-    cache: bool = Field(False, description="Remap the cells once and keep them in memory (sparse) instead of per batch.")
+    cache: bool = Field(
+        False, description="Remap the cells once and keep them in memory (sparse) instead of per batch."
+    )
     num_threads: int | None = Field(1, ge=1, description=_THREADS_HELP)
 
 
@@ -55,7 +59,9 @@ class FinetuneConfig(TrainingConfig):
     patience: int = Field(6, ge=0, description="Early-stopping patience in epochs (0: off).")
     learning_rate: float = Field(2e-3, gt=0.0, description="AdamW learning rate.")
     weight_decay: float = Field(1e-4, ge=0.0, description="AdamW weight decay.")
-    mean_weight: float = Field(1.0, ge=0.0, description="Weight of the squared error of set means beside the energy distance.")
+    mean_weight: float = Field(
+        1.0, ge=0.0, description="Weight of the squared error of set means beside the energy distance."
+    )
     freeze_embeddings: bool = Field(True, description="Keep the pretrained gene embeddings fixed.")
     n_embed: int = Field(64, ge=2, description="Embedding width without pretraining (random embeddings).")
     context_key: str | None = Field(None, description="obs column of the control context (donor, replicate...).")

@@ -132,7 +132,9 @@ def baseline_predictions(
         for target in sorted(set(labels) - {control_label}):
             at = np.flatnonzero(labels == target)
             values[at] = predict(controls[rng.choice(len(controls), at.size)], target)
-        out[name] = ad.AnnData(X=values.astype(np.float32), obs=pred.obs[[perturbation_key]].copy(), var=pred.var.copy())
+        out[name] = ad.AnnData(
+            X=values.astype(np.float32), obs=pred.obs[[perturbation_key]].copy(), var=pred.var.copy()
+        )
     return out
 
 
@@ -160,11 +162,18 @@ def scale_free_scores(
         columns = real.var_names.get_indexer(genes)
         truth = _rows(real, perturbation_key, target, columns)
         for name, pred in predictions.items():
-            rows.append({
-                "model": name, "perturbation": target,
-                SCALE_FREE[0]: REGISTRY.get("top_de_pearson")(predicted_shift[name].loc[target], real_shift.loc[target], genes),
-                SCALE_FREE[1]: REGISTRY.get("energy_ratio")(_rows(pred, perturbation_key, target, columns), truth, seed=seed),
-            })
+            rows.append(
+                {
+                    "model": name,
+                    "perturbation": target,
+                    SCALE_FREE[0]: REGISTRY.get("top_de_pearson")(
+                        predicted_shift[name].loc[target], real_shift.loc[target], genes
+                    ),
+                    SCALE_FREE[1]: REGISTRY.get("energy_ratio")(
+                        _rows(pred, perturbation_key, target, columns), truth, seed=seed
+                    ),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -187,7 +196,9 @@ def _by_category(per_perturbation: pd.DataFrame) -> pd.DataFrame:
         if reference.empty:
             continue
         for model, own in rows.groupby("model", sort=False):
-            table.loc[(category, model), "normalized_score"] = score(_aggregate(own), _aggregate(reference))["avg_score"]
+            table.loc[(category, model), "normalized_score"] = score(_aggregate(own), _aggregate(reference))[
+                "avg_score"
+            ]
     return table
 
 
@@ -213,8 +224,8 @@ def evaluate(
         for name, pred in tqdm(predictions.items(), desc="cell-eval", leave=False):
             logger.info("cell-eval: scoring %s", name)
             result = REGISTRY.get("cell_eval")(
-                pred, real, perturbation_key=perturbation_key, control_label=control_label,
-                real_de=real_de, work_dir=Path(scratch) / name, num_threads=num_threads,
+                pred, real, perturbation_key=perturbation_key, control_label=control_label, real_de=real_de,
+                work_dir=Path(scratch) / name, num_threads=num_threads,
             )
             real_de = result.real_de
             tables.append(result.per_perturbation.assign(model=name))
@@ -241,10 +252,7 @@ def evaluate(
         per_perturbation.insert(2, "category", per_perturbation["perturbation"].map(dict(categories)).fillna("seen"))
         by_category = _by_category(per_perturbation)
     return Evaluation(
-        per_perturbation=per_perturbation,
-        summary=summary,
-        real_shift=real_shift,
-        predicted_shift=predicted_shift,
+        per_perturbation=per_perturbation, summary=summary, real_shift=real_shift, predicted_shift=predicted_shift,
         by_category=by_category,
     )
 
@@ -261,16 +269,20 @@ def shift_figure(evaluation: Evaluation, model: str = "model"):
 
     corr = REGISTRY.get("mean_shift_pearson")
     predicted = evaluation.predicted_shift[model]
-    ranking = pd.Series(
-        {t: corr(predicted.loc[t].to_numpy(), evaluation.real_shift.loc[t].to_numpy()) for t in predicted.index}
-    ).fillna(-1.0).sort_values(ascending=False)
+    ranking = (
+        pd.Series(
+            {t: corr(predicted.loc[t].to_numpy(), evaluation.real_shift.loc[t].to_numpy()) for t in predicted.index}
+        )
+        .fillna(-1.0)
+        .sort_values(ascending=False)
+    )
     n = len(ranking)
     positions = _SHIFT_PANELS.get(n, {"best": 0, "median": n // 2, "worst": n - 1})
     picks = {which: ranking.index[i] for which, i in positions.items()}
     fig, axes = plt.subplots(1, len(picks), figsize=(4 * len(picks), 3.8), squeeze=False)
     axes = axes[0]
     reference = evaluation.predicted_shift.get(REFERENCE)
-    for ax, (which, target) in zip(axes, picks.items()):
+    for ax, (which, target) in zip(axes, picks.items(), strict=True):
         real = evaluation.real_shift.loc[target].to_numpy()
         if reference is not None:
             ax.scatter(real, reference.loc[target].to_numpy(), s=6, c="#bbb", label=REFERENCE)

@@ -24,7 +24,14 @@ from cellsmith.data import GeneSpace, cross_dataset_hvg, perturbed_genes, simula
 from cellsmith.perturbation.config import FinetuneConfig, PretrainConfig
 from cellsmith.perturbation.evaluate import Evaluation
 from cellsmith.perturbation.pretrain import PretrainedGenes
-from cellsmith.perturbation.workflow import HELDOUT_CONTROLS, HELDOUT_REAL, run_evaluate, run_finetune, run_predict, run_pretrain
+from cellsmith.perturbation.workflow import (
+    HELDOUT_CONTROLS,
+    HELDOUT_REAL,
+    run_evaluate,
+    run_finetune,
+    run_predict,
+    run_pretrain,
+)
 
 
 @dataclass

@@ -17,8 +17,8 @@ from cellsmith.data import GeneSpace, parse_perturbation
 from cellsmith.data.rows import BLOCK_ROWS, CountRows, count_rows
 from cellsmith.errors import GeneSpaceError, InputError
 from cellsmith.nn import TrainingPlan, torch_threads
-from cellsmith.nn.batches import dense_batch
 from cellsmith.nn.base import CellsmithModel, deprecated
+from cellsmith.nn.batches import dense_batch
 from cellsmith.nn.saving import ModelFiles, load_legacy_state
 from cellsmith.perturbation.config import FinetuneConfig
 from cellsmith.perturbation.pretrain import PretrainedGenes
@@ -242,8 +242,9 @@ class PerturbationModel(CellsmithModel):
         self, controls: sp.csr_matrix, contexts: np.ndarray, target: str, *, n_cells: int, rng: np.random.Generator
     ) -> np.ndarray:
         """``n_cells`` perturbed cells (log1p(CP10k)) of the perturbation ``target`` (a label such
-        as ``A`` or ``A+B``) from control cells ``(n, G)`` (CSR, in space order): controls are drawn (with replacement when too few), only the drawn rows are
-        densified, and each context is one set, run on :attr:`device`."""
+        as ``A`` or ``A+B``) from control cells ``(n, G)`` (CSR, in space order): controls are
+        drawn (with replacement when too few), only the drawn rows are densified, and each
+        context is one set, run on :attr:`device`."""
         device = self.device
         module = self.module.to(device).eval()
         picked = rng.choice(controls.shape[0], n_cells, replace=controls.shape[0] < n_cells)
@@ -277,7 +278,12 @@ class PerturbationModel(CellsmithModel):
         return x, contexts
 
     def predict(
-        self, controls: ad.AnnData, targets: Sequence[str], *, cells_per_target: int = 100, seed: int = 0,
+        self,
+        controls: ad.AnnData,
+        targets: Sequence[str],
+        *,
+        cells_per_target: int = 100,
+        seed: int = 0,
         counts_layer: str | None = None,
     ) -> ad.AnnData:
         """Predicted perturbed cells of each target plus the control cells, in cell-eval's format.
@@ -365,7 +371,8 @@ class PerturbationModel(CellsmithModel):
         self.vocabulary = read_vocabulary(files, space)
         self.learned_targets = list(setup.get("learned_targets", []))
         self.module = ControlSetResponse(
-            torch.zeros(len(space), setup["n_embed"]), self.config.hidden, freeze_embeddings=self.config.freeze_embeddings,
+            torch.zeros(len(space), setup["n_embed"]), self.config.hidden,
+            freeze_embeddings=self.config.freeze_embeddings,
             vocabulary_embedding=torch.zeros(len(self.vocabulary) - len(space), setup["n_embed"]),
             n_learned=len(self.learned_targets),
         )
@@ -379,7 +386,9 @@ class PerturbationModel(CellsmithModel):
         """A cellsmith 0.1 folder (``model.pt``, ``model_info.json``): the state dict is read with
         ``weights_only=True``; its screen was read from X. ``save`` writes it in the current format."""
         info, space = read_legacy_info(path, LEGACY_INFO, cls.command)
-        keys = ("genespace_digest", "perturbation_key", "control_label", "train_targets", "pretrained_digest", "n_embed")
+        keys = (
+            "genespace_digest", "perturbation_key", "control_label", "train_targets", "pretrained_digest", "n_embed",
+        )
         return ModelFiles(
             path=path,
             config=FinetuneConfig.from_yaml(path / "config.yaml"),

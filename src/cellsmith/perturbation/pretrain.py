@@ -226,7 +226,9 @@ class PretrainedGenes(CellsmithModel):
         )
 
 
-@deprecated("cellsmith.perturbation.pretrain() is deprecated; use PretrainedGenes(config).train(datasets, genespace=...).")
+@deprecated(
+    "cellsmith.perturbation.pretrain() is deprecated; use PretrainedGenes(config).train(datasets, genespace=...)."
+)
 def pretrain(
     datasets: Mapping[str, ad.AnnData],
     genespace: GeneSpace,

@@ -38,7 +38,13 @@ def train_scvi_baseline(
 
 
 def scvi_prediction(
-    model_dir: Path, pred: ad.AnnData, controls: ad.AnnData | None, *, perturbation_key: str, control_label: str, seed: int = 0
+    model_dir: Path,
+    pred: ad.AnnData,
+    controls: ad.AnnData | None,
+    *,
+    perturbation_key: str,
+    control_label: str,
+    seed: int = 0,
 ) -> ad.AnnData | None:
     """scVI's prediction with the targets and cell numbers of ``pred`` (and its control cells),
     from the raw-count ``controls`` (counts drawn from its predictive distribution, then
@@ -68,8 +74,10 @@ def scvi_prediction(
         at = np.flatnonzero(labels == target)
         picked = rng.choice(controls.n_obs, at.size)  # with replacement: names made unique below
         source = ad.AnnData(
-            X=controls.X[picked], obs=controls.obs.iloc[picked].set_axis([f"control{i}" for i in range(at.size)]),
-            var=controls.var, layers={name: layer[picked] for name, layer in controls.layers.items()},
+            X=controls.X[picked],
+            obs=controls.obs.iloc[picked].set_axis([f"control{i}" for i in range(at.size)]),
+            var=controls.var,
+            layers={name: layer[picked] for name, layer in controls.layers.items()},
         )
         # Sampled counts, not the predicted means: log1p of a mean is not the mean of log1p of
         # sparse counts, and the real cells are counts.

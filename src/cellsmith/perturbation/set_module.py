@@ -109,7 +109,8 @@ class ControlSetResponse(nn.Module):
         n_targets, n_cells = e_k.shape[1], z.shape[1]
         z_k = z[:, None].expand(-1, n_targets, -1, -1)  # (B, K, S, H)
         code = self.pert_encoder(torch.cat([e_k, z.mean(1)[:, None].expand(-1, n_targets, -1)], -1))  # (B, K, H)
-        per_target = self.cell_decoder(torch.cat([z_k, code[:, :, None].expand(-1, -1, n_cells, -1)], -1))  # (B, K, S, E)
+        # (B, K, S, E)
+        per_target = self.cell_decoder(torch.cat([z_k, code[:, :, None].expand(-1, -1, n_cells, -1)], -1))
         per_target = per_target + self.direct(e_k)[:, :, None]  # (B, K, S, E)
         per_cell = (per_target * present[:, :, None, None]).sum(1)  # (B, S, E): sum of the targets' effects
         count = present.sum(1, keepdim=True)  # (B, 1)
@@ -123,8 +124,12 @@ class ControlSetResponse(nn.Module):
         return torch.relu(controls + delta + own[:, None] * self.self_effect)
 
     def loss(
-        self, controls: torch.Tensor, perturbed: torch.Tensor, target: torch.Tensor,
-        observed: torch.Tensor, mean_weight: float,
+        self,
+        controls: torch.Tensor,
+        perturbed: torch.Tensor,
+        target: torch.Tensor,
+        observed: torch.Tensor,
+        mean_weight: float,
     ) -> LossOutput:
         """Energy distance + ``mean_weight`` x squared error of set means, over measured genes
         only. Terms: ``energy``, ``mean_mse`` (unweighted)."""

@@ -85,7 +85,9 @@ def _held_out(screen: Screen, mode: str, embedded: set[str], fraction: float, se
     predictable = [p for p in screen.targets if set(sets[p]) <= embedded]
     if mode == "heldout-perturbations":
         if len(screen.targets) < 2:
-            raise InputError(f"held-out perturbations need at least 2 perturbations; the screen has {len(screen.targets)}.")
+            raise InputError(
+                f"held-out perturbations need at least 2 perturbations; the screen has {len(screen.targets)}."
+            )
         return _pick(predictable, fraction, seed)
     singles = [p for p in screen.targets if len(sets[p]) == 1]
     doubles = [p for p in screen.targets if len(sets[p]) > 1]
@@ -104,7 +106,12 @@ def _held_out(screen: Screen, mode: str, embedded: set[str], fraction: float, se
 
 
 def split_screen(
-    screen: Screen, *, mode: str, seed: int = 0, test_fraction: float = 0.2, val_fraction: float = 0.1,
+    screen: Screen,
+    *,
+    mode: str,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    val_fraction: float = 0.1,
     embedded: Collection[str] | None = None,
 ) -> Split:
     """Split a screen through :func:`cellsmith.data.splits.split_indices`; the same seed gives
@@ -149,15 +156,16 @@ def split_screen(
     seen = np.flatnonzero(~unseen & ~np.isin(screen.labels, excluded))
     # val_fraction is a share of what the test cut leaves, as a share of all cells of a label.
     by_cell = split_indices(
-        seen.size, {"test": test_fraction, "val": val_fraction * (1.0 - test_fraction)},
-        seed=seed, groups=screen.labels[seen],
+        seen.size,
+        {"test": test_fraction, "val": val_fraction * (1.0 - test_fraction)},
+        seed=seed,
+        groups=screen.labels[seen],
     )
 
     def names(rows: np.ndarray) -> list[str]:
         return sorted(screen.obs_names[rows].tolist())
 
     return Split(
-        mode, seed, list(train_targets), list(test_targets), names(seen[by_cell["train"]]),
-        names(seen[by_cell["val"]]), names(np.concatenate([seen[by_cell["test"]], np.flatnonzero(unseen)])),
-        categories,
+        mode, seed, list(train_targets), list(test_targets), names(seen[by_cell["train"]]), names(seen[by_cell["val"]]),
+        names(np.concatenate([seen[by_cell["test"]], np.flatnonzero(unseen)])), categories,
     )

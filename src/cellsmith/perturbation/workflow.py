@@ -168,12 +168,14 @@ def run_evaluate(
         if not path.is_file():
             raise InputError(f"{path} does not exist; pass the model folder written by `cellsmith perturb finetune`.")
         predictions.update(
-            baseline_predictions(pred, Baselines.load(path), perturbation_key=key, control_label=control_label, seed=seed)
+            baseline_predictions(
+                pred, Baselines.load(path), perturbation_key=key, control_label=control_label, seed=seed
+            )
         )
         controls = Path(baselines_from) / HELDOUT_CONTROLS
         scvi = scvi_prediction(
-            Path(baselines_from), pred, ad.read_h5ad(controls) if controls.is_file() else None,
-            perturbation_key=key, control_label=control_label, seed=seed,
+            Path(baselines_from), pred, ad.read_h5ad(controls) if controls.is_file() else None, perturbation_key=key,
+            control_label=control_label, seed=seed,
         )
         if scvi is not None:
             predictions["conditional_scvi"] = scvi

@@ -242,7 +242,8 @@ class Report:
                 self._metrics[metric.name] = metric
         notes = []
         if len(frame) < n_rows:
-            notes.append(f"showing the first {len(frame):,} of {n_rows:,} rows" + (f"; all rows in {all_rows_in}" if all_rows_in else ""))
+            where = f"; all rows in {all_rows_in}" if all_rows_in else ""
+            notes.append(f"showing the first {len(frame):,} of {n_rows:,} rows{where}")
         if flat:
             notes.append("standard deviations left out: all are zero (one seed or one repeat)")
         if notes:

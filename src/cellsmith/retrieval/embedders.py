@@ -117,7 +117,9 @@ class PCAEmbedder(Embedder, TorchBackbone):
 
     def transform(self, counts):
         blocks = [self._pca.transform(block) for _, block in row_blocks(counts.log1p())]
-        return np.concatenate(blocks).astype(np.float32) if blocks else np.zeros((0, self._pca.n_components_), np.float32)
+        return (
+            np.concatenate(blocks).astype(np.float32) if blocks else np.zeros((0, self._pca.n_components_), np.float32)
+        )
 
     def features(self, counts):
         return counts.log1p()
@@ -141,7 +143,12 @@ class LogRegEmbedder(Embedder):
     class_probabilities = True
 
     def __init__(
-        self, name: str = "logreg", *, n_components: int = 50, C: float = 1.0, max_iter: int = 1000,
+        self,
+        name: str = "logreg",
+        *,
+        n_components: int = 50,
+        C: float = 1.0,
+        max_iter: int = 1000,
         max_fit_cells: int = 50_000,
     ):
         super().__init__(name)

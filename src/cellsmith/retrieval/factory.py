@@ -21,7 +21,9 @@ def _foundation(name: str, config: RetrievalConfig) -> Embedder:
     aliases = {}
     if cfg.aliases is not None:
         if not Path(cfg.aliases).is_file():
-            raise InputError(f"foundation alias map {cfg.aliases} does not exist; pass a JSON file {{input gene: vocabulary gene}}.")
+            raise InputError(
+                f"foundation alias map {cfg.aliases} does not exist; pass a JSON file {{input gene: vocabulary gene}}."
+            )
         aliases = json.loads(Path(cfg.aliases).read_text())
     return FoundationEmbedder(
         name, model, aliases=aliases, n_bins=cfg.n_bins, min_coverage=cfg.min_coverage, batch_size=cfg.batch_size,
@@ -66,7 +68,7 @@ def make_embedder(spec: str, config: RetrievalConfig, *, work_dir: Path | None =
         return _BASES[parts[0]](spec, config)
     if len(parts) < 2 or len(parts) > 4 or parts[1] not in _BASES:
         raise InputError(f"embedder '{spec}' is not head:BASE[:MODE[:LOSS]] with BASE among {', '.join(_BASES)}.")
-    overrides = dict(zip(("mode", "loss"), parts[2:]))
+    overrides = dict(zip(("mode", "loss"), parts[2:], strict=False))
     modes, losses = get_args(HeadMode), get_args(HeadLossName)
     if overrides.get("mode", modes[0]) not in modes or overrides.get("loss", losses[0]) not in losses:
         raise InputError(f"embedder '{spec}': MODE is one of {modes}, LOSS one of {losses}.")

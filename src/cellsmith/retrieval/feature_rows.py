@@ -86,7 +86,9 @@ def as_feature_rows(features: Any) -> FeatureRows:
         return MatrixRows(sp.csr_matrix(features) if sp.issparse(features) else features)
     if isinstance(features, FeatureRows):
         return features
-    raise TypeError(f"features must be an array, a tensor, a sparse matrix or rows with take(); got {type(features).__name__}")
+    raise TypeError(
+        f"features must be an array, a tensor, a sparse matrix or rows with take(); got {type(features).__name__}"
+    )
 
 
 def dense_rows(block: Any, device: torch.device | str = "cpu") -> torch.Tensor:

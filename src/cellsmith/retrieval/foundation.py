@@ -87,7 +87,7 @@ def map_genes(
                     break
     mapping = GeneMapping(ids, direct, float(np.mean(ids >= 0)) if genes else 0.0, aliased)
     if mapping.coverage < min_coverage:
-        missing = [g for g, i in zip(genes, ids) if i < 0]
+        missing = [g for g, i in zip(genes, ids, strict=True) if i < 0]
         warnings.warn(
             f"foundation model vocabulary covers only {mapping.report()}; unmapped genes are "
             f"dropped (e.g. {', '.join(missing[:8])}). Pass an alias map (input name -> vocabulary name).",
@@ -219,7 +219,9 @@ class FoundationEmbedder(Embedder, TorchBackbone):
         self.mapping = map_genes(train.genes, self.checkpoint.vocab, aliases=self.aliases,
                                  min_coverage=self.min_coverage)
         if not (self.mapping.vocab_ids >= 0).any():
-            raise InputError(f"none of the {len(train.genes)} genes is in the foundation model vocabulary; pass an alias map.")
+            raise InputError(
+                f"none of the {len(train.genes)} genes is in the foundation model vocabulary; pass an alias map."
+            )
         self.seed = seed
         logger.info("%s: %s", self.name, self.vocabulary)
         return self
@@ -249,6 +251,8 @@ class FoundationEmbedder(Embedder, TorchBackbone):
         device = next(self.checkpoint.model.parameters()).device  # where the caller put the model
         encoder = self._encoder(self.checkpoint.model).to(device).eval()
         with torch.no_grad():
-            blocks = [F.normalize(encoder(dense_rows(block).to(device)), dim=-1).cpu()
-                      for _, block in row_blocks(self.features(counts), self.batch_size)]
+            blocks = [
+                F.normalize(encoder(dense_rows(block).to(device)), dim=-1).cpu()
+                for _, block in row_blocks(self.features(counts), self.batch_size)
+            ]
         return torch.cat(blocks).numpy()

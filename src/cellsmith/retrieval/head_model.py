@@ -34,7 +34,12 @@ from cellsmith.retrieval.backbones import build_backbone, describe_backbone
 from cellsmith.retrieval.embedders import Embedder, TorchBackbone
 from cellsmith.retrieval.feature_rows import FeatureRows, SubsetRows, as_feature_rows, dense_rows, row_blocks
 from cellsmith.retrieval.heads import (
-    BalancedBatchSampler, HeadConfig, HeadTrainingPlan, RetrievalHeadModule, class_probabilities, fit_temperature,
+    BalancedBatchSampler,
+    HeadConfig,
+    HeadTrainingPlan,
+    RetrievalHeadModule,
+    class_probabilities,
+    fit_temperature,
 )
 
 Array = np.ndarray | torch.Tensor | FeatureRows
@@ -143,7 +148,9 @@ class RetrievalHead(CellsmithModel):
         if adapt is not None:
             adapt(cfg)
         elif cfg.mode == "lora":
-            raise InputError(f"mode lora needs a foundation backbone (LoRA adapts its transformer); got {type(backbone).__name__}.")
+            raise InputError(
+                f"mode lora needs a foundation backbone (LoRA adapts its transformer); got {type(backbone).__name__}."
+            )
         else:
             backbone.requires_grad_(cfg.mode == "finetune")
         backbone.train(cfg.mode != "head")  # a frozen backbone keeps dropout etc. off
@@ -156,11 +163,8 @@ class RetrievalHead(CellsmithModel):
         plan = HeadTrainingPlan(self.module, cfg, SubsetRows(x, protos), y[torch.from_numpy(protos)])
         batch = cfg.perturbations_per_batch * cfg.cells_per_perturbation
         sampler = BalancedBatchSampler(
-            labels_np,
-            n_perturbations=cfg.perturbations_per_batch,
-            n_cells=cfg.cells_per_perturbation,
-            n_batches=min(cfg.max_batches_per_epoch, math.ceil(len(labels_np) / batch)),
-            seed=cfg.seed,
+            labels_np, n_perturbations=cfg.perturbations_per_batch, n_cells=cfg.cells_per_perturbation,
+            n_batches=min(cfg.max_batches_per_epoch, math.ceil(len(labels_np) / batch)), seed=cfg.seed,
         )
         # batch_size=None: each sampled batch of positions is one item, taken and densified at once.
         train_loader = DataLoader(_Batches(x, y), sampler=sampler, batch_size=None)
@@ -168,8 +172,10 @@ class RetrievalHead(CellsmithModel):
         val_loader = DataLoader(_Batches(x_val, y_val), sampler=val_batches, batch_size=None)
         # The balanced sampler draws per process (its seed holds the rank); Lightning must not
         # swap in a distributed sampler, which a batch sampler cannot take.
-        self.fit_plan(plan, train_loader, val_loader, out_dir=out_dir, monitor="val_hit1", mode="max",
-                      use_distributed_sampler=False)
+        self.fit_plan(
+            plan, train_loader, val_loader, out_dir=out_dir, monitor="val_hit1", mode="max",
+            use_distributed_sampler=False,
+        )
         if cfg.loss == "classification":
             counts = np.bincount(labels_np, minlength=self.module.n_classes)
             self.log_prior = np.log(np.maximum(counts, 1) / counts.sum()).astype(np.float32)
@@ -193,7 +199,9 @@ class RetrievalHead(CellsmithModel):
         """
         self.require_trained()
         if self.class_temperature is None:
-            raise InputError("class probabilities come from a head trained with loss classification; this one used infonce.")
+            raise InputError(
+                "class probabilities come from a head trained with loss classification; this one used infonce."
+            )
         return class_probabilities(z, self._classifier(), self.class_temperature, self.log_prior)
 
     def predict(self, features: Array) -> np.ndarray:
@@ -208,7 +216,9 @@ class RetrievalHead(CellsmithModel):
         device = self.device
         module = self.module.to(device).eval()
         with torch.no_grad(), torch_threads(self.config.num_threads):
-            chunks = [module(dense_rows(block, device)).float().cpu() for _, block in row_blocks(x, self.config.batch_size)]
+            chunks = [
+                module(dense_rows(block, device)).float().cpu() for _, block in row_blocks(x, self.config.batch_size)
+            ]
         return torch.cat(chunks).numpy() if chunks else np.zeros((0, self.config.dim), dtype=np.float32)
 
     def setup_dict(self) -> dict[str, Any]:

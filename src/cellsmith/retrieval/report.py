@@ -51,7 +51,7 @@ def calibration_plot(rankings: pd.DataFrame, n_bins: int = 10):
     shown = rankings[(rankings["mask"] == _main_mask(rankings)) & (rankings["library"] == rankings["library"].iloc[0])]
     queries = shown["query"].unique()
     fig, axes = plt.subplots(1, len(queries), figsize=(4 * len(queries), 3), squeeze=False)
-    for ax, query in zip(axes[0], queries):
+    for ax, query in zip(axes[0], queries, strict=True):
         for embedder, group in shown[shown["query"] == query].groupby("embedder", sort=False):
             decile = pd.qcut(group["confidence"].rank(method="first"), n_bins, labels=False)
             accuracy = (group["rank"] == 1).groupby(decile).mean()
@@ -86,8 +86,14 @@ def build_report(result: RetrievalResult, out_dir: Path, *, title: str = "Pertur
         report.text("Skipped (too few cells to split): " + ", ".join(f"{k} ({v})" for k, v in info["skipped"].items()),
                     css_class="warn")
     seeds = result.config.seeds
-    report.heading(f"Metrics (mean over {len(seeds)} seeds)" if len(seeds) > 1 else f"Metrics (seed {seeds[0]})", level=3)
-    report.table(summary.set_index(["embedder", "library", "query", "mask"])[[f"{c}_mean" for c in columns] + [f"{c}_sd" for c in columns[:3]]])
+    report.heading(
+        f"Metrics (mean over {len(seeds)} seeds)" if len(seeds) > 1 else f"Metrics (seed {seeds[0]})", level=3
+    )
+    report.table(
+        summary.set_index(["embedder", "library", "query", "mask"])[
+            [f"{c}_mean" for c in columns] + [f"{c}_sd" for c in columns[:3]]
+        ]
+    )
     if not gap.empty:
         report.heading("Leakage gap: mask off minus mask on", level=3)
         report.table(gap.set_index(["embedder", "library", "query"]))
@@ -95,10 +101,16 @@ def build_report(result: RetrievalResult, out_dir: Path, *, title: str = "Pertur
         report.heading("Learned heads vs logreg (mask on, pseudo-bulk queries; pass = within 5%)", level=3)
         report.table(heads.set_index(["head", "library", "query", "baseline"]))
     n_candidates = len(info["candidates"])
-    report.figure(rank_histograms(result.rankings, n_candidates), caption="Rank of the true perturbation.",
-                  save_png=out_dir / "rank_histograms.png")
-    report.figure(calibration_plot(result.rankings), caption="Confidence calibration: top-1 accuracy per confidence decile.",
-                  save_png=out_dir / "calibration.png")
+    report.figure(
+        rank_histograms(result.rankings, n_candidates),
+        caption="Rank of the true perturbation.",
+        save_png=out_dir / "rank_histograms.png",
+    )
+    report.figure(
+        calibration_plot(result.rankings),
+        caption="Confidence calibration: top-1 accuracy per confidence decile.",
+        save_png=out_dir / "calibration.png",
+    )
     return report
 
 

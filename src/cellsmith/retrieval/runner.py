@@ -30,10 +30,10 @@ from cellsmith.errors import ConfigError, InputError
 from cellsmith.metrics.retrieval import retrieval_metrics, top_two, truth_ranks
 from cellsmith.nn import resolve_accelerator, torch_threads
 from cellsmith.retrieval.config import RetrievalConfig
+from cellsmith.retrieval.embedders import Embedder
 from cellsmith.retrieval.factory import make_embedder
 from cellsmith.retrieval.libraries import build_library, score
 from cellsmith.retrieval.masking import mask_counts
-from cellsmith.retrieval.embedders import Embedder
 from cellsmith.retrieval.splits import Queries, QuerySpec, build_queries, split_cells
 
 KEYS = ["embedder", "library", "query", "mask", "seed"]
@@ -78,7 +78,9 @@ def check_labels(adata: ad.AnnData, config: RetrievalConfig) -> np.ndarray:
     """The perturbation labels, after checking the key and the control label exist."""
     key = config.perturbation_key
     if key not in adata.obs:
-        raise InputError(f"obs has no column '{key}' (columns: {', '.join(map(str, adata.obs.columns))}); pass --perturbation-key.")
+        raise InputError(
+            f"obs has no column '{key}' (columns: {', '.join(map(str, adata.obs.columns))}); pass --perturbation-key."
+        )
     labels = adata.obs[key].astype(str).to_numpy()
     if config.control_label not in set(labels):
         lookalikes = sorted({label for label in labels if is_control(label)})
@@ -97,8 +99,8 @@ def check_head_devices(config: RetrievalConfig) -> None:
     trains many small heads (seconds each) in one process."""
     head = config.head
     accelerator = resolve_accelerator(head)
-    n_devices = head.devices if isinstance(head.devices, int) else (
-        torch.cuda.device_count() if accelerator == "gpu" else 1
+    n_devices = (
+        head.devices if isinstance(head.devices, int) else (torch.cuda.device_count() if accelerator == "gpu" else 1)
     )
     if n_devices > 1:
         raise ConfigError(
@@ -150,17 +152,20 @@ def _evaluate(
     # the class library is one one-hot entry per candidate: it needs the candidates, not embeddings
     no_embedding = np.broadcast_to(np.zeros((1, len(candidates)), np.float32), (len(train_codes), len(candidates)))
     libraries = {
-        kind: build_library(kind, no_embedding if kind == "class" else library_emb, train_codes, n_candidates=len(candidates),
-                            similarity="dot" if kind == "class" else embedder.similarity, seed=key["seed"],
-                            n_bootstrap=config.n_bootstrap,
-                            bootstrap_fraction=config.bootstrap_fraction, k=config.raw_cell_k)
+        kind: build_library(
+            kind, no_embedding if kind == "class" else library_emb, train_codes, n_candidates=len(candidates),
+            similarity="dot" if kind == "class" else embedder.similarity, seed=key["seed"],
+            n_bootstrap=config.n_bootstrap, bootstrap_fraction=config.bootstrap_fraction, k=config.raw_cell_k,
+        )
         for kind in _library_kinds(embedder, config)
     }
     rows, rankings = [], []
     for query_name, query in queries.items():
         query_emb = np.asarray(query.members @ test_emb, dtype=np.float32)
         for kind, library in libraries.items():
-            scores = score(library, np.asarray(query.members @ class_emb, dtype=np.float32) if kind == "class" else query_emb)
+            scores = score(
+                library, np.asarray(query.members @ class_emb, dtype=np.float32) if kind == "class" else query_emb
+            )
             row_key = {k: {**key, "library": kind, "query": query_name}[k] for k in KEYS}
             rows.append({**row_key, **retrieval_metrics(scores, query.truth, gene_sets=gene_sets)})
             rankings.append(_ranking_rows(scores, query.truth, query.ids, candidates).assign(**row_key))
@@ -190,17 +195,25 @@ def run_retrieval(
     labels = check_labels(adata, config)
     if any(spec.startswith("head:") for spec in config.embedders):
         check_head_devices(config)
-    splits = {seed: split_cells(labels, seed=seed, test_fraction=config.test_fraction,
-                                val_fraction=config.val_fraction, min_cells=config.min_cells)
-              for seed in config.seeds}
+    splits = {
+        seed: split_cells(
+            labels, seed=seed, test_fraction=config.test_fraction, val_fraction=config.val_fraction,
+            min_cells=config.min_cells,
+        )
+        for seed in config.seeds
+    }
     first = splits[config.seeds[0]]
     candidates = np.asarray(first.candidates)
     gene_sets = [parse_perturbation(c, config.control_label) for c in first.candidates]
     combos = any(len(g) > 1 for g in gene_sets)
     specs = [QuerySpec.parse(q) for q in config.queries]
     info: dict = {
-        "n_cells": adata.n_obs, "n_genes": adata.n_vars, "candidates": list(first.candidates),
-        "skipped": first.skipped, "masked_genes": [], "fits": [],
+        "n_cells": adata.n_obs,
+        "n_genes": adata.n_vars,
+        "candidates": list(first.candidates),
+        "skipped": first.skipped,
+        "masked_genes": [],
+        "fits": [],
     }
     rows, rankings = [], []
     steps = len(config.mask_modes) * len(config.seeds) * len(config.embedders)
@@ -208,8 +221,10 @@ def run_retrieval(
     with Progress(disable=not progress, transient=True) as bar, limit_threads(config.threads):
         task = bar.add_task("retrieval", total=steps)
         for mask in config.mask_modes:
-            counts = mask_counts(adata, perturbation_key=config.perturbation_key, control_label=config.control_label,
-                                 mask=mask, layer=config.layer, source=source)
+            counts = mask_counts(
+                adata, perturbation_key=config.perturbation_key, control_label=config.control_label, mask=mask,
+                layer=config.layer, source=source,
+            )
             if mask:
                 info["masked_genes"] = list(counts.masked_genes)
             mask_name = "on" if mask else "off"
@@ -217,22 +232,43 @@ def run_retrieval(
                 train, val = counts.rows(split.train), counts.rows(split.val)
                 y_train, y_val = split.codes[split.train], split.codes[split.val]
                 test = counts.rows(split.test)
-                queries = {s.name: build_queries(split, s, obs_names=adata.obs_names, seed=seed,
-                                                 per_perturbation=config.pseudobulk_per_perturbation) for s in specs}
+                queries = {
+                    s.name: build_queries(
+                        split, s, obs_names=adata.obs_names, seed=seed,
+                        per_perturbation=config.pseudobulk_per_perturbation,
+                    )
+                    for s in specs
+                }
                 for spec in config.embedders:
                     bar.update(task, description=f"mask {mask_name}, seed {seed}: {spec}")
-                    run_dir = None if work_dir is None else Path(work_dir) / f"{spec.replace(':', '_')}_mask-{mask_name}_seed-{seed}"
+                    run_dir = (
+                        None
+                        if work_dir is None
+                        else Path(work_dir) / f"{spec.replace(':', '_')}_mask-{mask_name}_seed-{seed}"
+                    )
                     embedder = make_embedder(spec, config, work_dir=run_dir)
                     started = time.perf_counter()
                     embedder.fit(train, y_train, val=val, val_labels=y_val, seed=seed)
                     library_emb = embedder.transform(train)
                     fit_s = time.perf_counter() - started
-                    info["fits"].append({"embedder": spec, "mask": mask_name, "seed": seed, "fit_seconds": round(fit_s, 2),
-                                         **{k: getattr(embedder, k) for k in ("epochs_trained", "best_val_hit1", "vocabulary")
-                                            if getattr(embedder, k, "") != ""}})
-                    rows_, rankings_ = _evaluate(embedder, library_emb, y_train, embedder.transform(test), queries,
-                                                 config=config, candidates=candidates, gene_sets=gene_sets if combos else None,
-                                                 key={"embedder": spec, "mask": mask_name, "seed": seed})
+                    info["fits"].append(
+                        {
+                            "embedder": spec,
+                            "mask": mask_name,
+                            "seed": seed,
+                            "fit_seconds": round(fit_s, 2),
+                            **{
+                                k: getattr(embedder, k)
+                                for k in ("epochs_trained", "best_val_hit1", "vocabulary")
+                                if getattr(embedder, k, "") != ""
+                            },
+                        }
+                    )
+                    rows_, rankings_ = _evaluate(
+                        embedder, library_emb, y_train, embedder.transform(test), queries, config=config,
+                        candidates=candidates, gene_sets=gene_sets if combos else None,
+                        key={"embedder": spec, "mask": mask_name, "seed": seed},
+                    )
                     rows += rows_
                     rankings += rankings_
                     bar.advance(task)

@@ -75,9 +75,18 @@ def best_vs_baseline(metrics: pd.DataFrame, *, baseline: str = "logreg") -> pd.D
         if row["query"] not in base.index:
             continue
         ref = base.loc[row["query"]]
-        rows.append({
-            "query": row["query"], "embedder": row["embedder"], "library": row["library"], "mrr": row["mean"],
-            "mrr_sd": row["std"], "baseline": f"{baseline} ({ref['library']})", "baseline_mrr": ref["mean"],
-            "baseline_mrr_sd": ref["std"], "mrr_ratio": row["mean"] / ref["mean"], "reaches": bool(row["mean"] >= ref["mean"]),
-        })
+        rows.append(
+            {
+                "query": row["query"],
+                "embedder": row["embedder"],
+                "library": row["library"],
+                "mrr": row["mean"],
+                "mrr_sd": row["std"],
+                "baseline": f"{baseline} ({ref['library']})",
+                "baseline_mrr": ref["mean"],
+                "baseline_mrr_sd": ref["std"],
+                "mrr_ratio": row["mean"] / ref["mean"],
+                "reaches": bool(row["mean"] >= ref["mean"]),
+            }
+        )
     return pd.DataFrame(rows)

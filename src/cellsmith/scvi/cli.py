@@ -44,9 +44,15 @@ def train(
     covariate_key: list[str] = typer.Option([], "--covariate-key", help="Categorical obs column; repeat."),
     perturbation_key: Optional[str] = typer.Option(None, "--perturbation-key", help="obs column of the perturbation."),
     control_label: Optional[str] = typer.Option(None, "--control-label", help="Control label of --perturbation-key."),
-    match_key: Optional[str] = typer.Option(None, "--match-key", help="Also match controls on this obs column (e.g. cell_type)."),
+    match_key: Optional[str] = typer.Option(
+        None, "--match-key", help="Also match controls on this obs column (e.g. cell_type)."
+    ),
     likelihood: Optional[str] = typer.Option(None, "--likelihood", help="zinb (default) or nb."),
-    no_zero_penalty: bool = typer.Option(False, "--no-zero-penalty", help="Switch off the always-zero gene treatment (the penalty and the -10 output-bias start), for the ablation."),
+    no_zero_penalty: bool = typer.Option(
+        False,
+        "--no-zero-penalty",
+        help="Switch off the always-zero gene treatment (the penalty and the -10 output-bias start), for the ablation.",
+    ),
     config: Optional[Path] = typer.Option(None, "--config", help="YAML of SCVIConfig options."),
     max_epochs: Optional[int] = MAX_EPOCHS,
     max_steps: Optional[int] = MAX_STEPS,
@@ -91,15 +97,9 @@ def train(
             "--batch-key with the column of the donor or batch, or --no-batch when the cells are one batch."
         )
     model = ConditionalSCVI(cfg).train(
-        adata,
-        batch_key=None if no_batch else batch_key,
-        covariate_keys=covariate_key,
-        perturbation_key=perturbation_key,
-        control_label=control_label,
-        match_key=match_key,
-        counts_layer=counts_layer,
-        out_dir=model_dir / "training",
-        resume=resume,
+        adata, batch_key=None if no_batch else batch_key, covariate_keys=covariate_key,
+        perturbation_key=perturbation_key, control_label=control_label, match_key=match_key, counts_layer=counts_layer,
+        out_dir=model_dir / "training", resume=resume,
     )
     if not model.is_global_zero:  # an extra DDP process: the first one writes and reports
         return
@@ -121,7 +121,9 @@ def reconstruct(
     model_dir: Path = typer.Option(..., "--model", help="Folder written by `cellsmith scvi train`."),
     data: Path = typer.Option(..., "--data", help="Raw-count .h5ad with the model's genes and keys."),
     out_dir: Path = typer.Option(..., "--out", help="Folder for reconstructed.h5ad, metrics.json, PNGs, report.html."),
-    kind: str = typer.Option("mean", "--kind", help="mean: decoded means (default); sample: seeded draws from the model."),
+    kind: str = typer.Option(
+        "mean", "--kind", help="mean: decoded means (default); sample: seeded draws from the model."
+    ),
     seed: int = typer.Option(0, "--seed"),
     max_cells: int = typer.Option(
         20_000, "--max-cells", help="Compare a seeded subsample of at most this many cells (bounds memory and output)."
@@ -169,4 +171,6 @@ def predict(
     model = ConditionalSCVI.load(model_dir)
     pred = model.predict(read(data), set=swaps, seed=seed)
     write_atomic(out_path, pred.write_h5ad)
-    out.print(f"{pred.n_obs:,} predicted cells ({', '.join(f'{k}={v}' for k, v in swaps.items())}) written to {out_path}")
+    out.print(
+        f"{pred.n_obs:,} predicted cells ({', '.join(f'{k}={v}' for k, v in swaps.items())}) written to {out_path}"
+    )

@@ -6,7 +6,10 @@ import pandas as pd
 
 from cellsmith.report.figures import legend_outside
 
-_TERMS = (("loss", "ELBO + penalty"), ("reconstruction", "reconstruction NLL"), ("kl", "KL"), ("penalty", "always-zero penalty"))
+_TERMS = (
+    ("loss", "ELBO + penalty"), ("reconstruction", "reconstruction NLL"), ("kl", "KL"),
+    ("penalty", "always-zero penalty"),
+)
 
 
 def training_curves(history: pd.DataFrame):
@@ -14,7 +17,7 @@ def training_curves(history: pd.DataFrame):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(_TERMS), figsize=(4 * len(_TERMS), 3.2))
-    for ax, (term, title) in zip(axes, _TERMS):
+    for ax, (term, title) in zip(axes, _TERMS, strict=True):
         for stage, color in (("train", "#3b6fb6"), ("val", "#e0803a")):
             column = f"{stage}_{term}"
             if column in history:

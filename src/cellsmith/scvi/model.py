@@ -143,12 +143,8 @@ class ConditionalSCVI(CellsmithModel):
         if match_key is not None and perturbation_key is None:
             raise InputError("match_key pairs perturbed with control cells; pass perturbation_key too.")
         setup = DataSetup(
-            batch_key=batch_key,
-            covariate_keys=list(covariate_keys),
-            perturbation_key=perturbation_key,
-            control_label=control_label,
-            match_key=match_key,
-            counts_layer=counts_layer,
+            batch_key=batch_key, covariate_keys=list(covariate_keys), perturbation_key=perturbation_key,
+            control_label=control_label, match_key=match_key, counts_layer=counts_layer,
         )
         if perturbation_key is not None and adata.isbacked:
             raise InputError(
@@ -168,12 +164,8 @@ class ConditionalSCVI(CellsmithModel):
         self.module = self._build_module()
         self.split = split_indices(data.n_cells, {"validation": config.val_fraction}, seed=config.seed)
         plan = SCVIPlan(
-            self.module,
-            codes=data.codes,
-            categories=setup.categories,
-            encoder_keys=self._encoder_keys,
-            decoder_keys=setup.decoder_keys,
-            config=config,
+            self.module, codes=data.codes, categories=setup.categories, encoder_keys=self._encoder_keys,
+            decoder_keys=setup.decoder_keys, config=config,
         )
         loaders = {
             stage: self._loader(data, idx, stage == "train") for stage, idx in self.split.items()
@@ -221,17 +213,10 @@ class ConditionalSCVI(CellsmithModel):
         setup, config = self.setup, self.config
         width = lambda keys: sum(len(setup.categories[k]) for k in keys)  # noqa: E731
         return ConditionalVAE(
-            len(self.genespace),
-            width(setup.encoder_keys) if config.encode_covariates else 0,
-            width(setup.decoder_keys),
-            always_zero=[self.genespace.index(g) for g in setup.always_zero_genes],
-            zero_penalty=config.zero_penalty,
-            zero_gene_init=config.zero_gene_init,
-            n_latent=config.n_latent,
-            n_hidden=config.n_hidden,
-            n_layers=config.n_layers,
-            dropout=config.dropout,
-            likelihood=config.likelihood,
+            len(self.genespace), width(setup.encoder_keys) if config.encode_covariates else 0,
+            width(setup.decoder_keys), always_zero=[self.genespace.index(g) for g in setup.always_zero_genes],
+            zero_penalty=config.zero_penalty, zero_gene_init=config.zero_gene_init, n_latent=config.n_latent,
+            n_hidden=config.n_hidden, n_layers=config.n_layers, dropout=config.dropout, likelihood=config.likelihood,
         )
 
     @property
@@ -278,7 +263,8 @@ class ConditionalSCVI(CellsmithModel):
                     rows = block[first : first + _EVAL_BATCH]
                     batch_sources = targets if sources is None else sources[targets]
                     source_rows = None if sources is None else data.counts.take(batch_sources)
-                    for name, value in self._decode(data, decoder_codes, targets, batch_sources, rows, source_rows, outputs).items():
+                    decoded = self._decode(data, decoder_codes, targets, batch_sources, rows, source_rows, outputs)
+                    for name, value in decoded.items():
                         parts[name].append(value)
         return {name: np.concatenate(values) for name, values in parts.items()}
 
@@ -296,10 +282,8 @@ class ConditionalSCVI(CellsmithModel):
         device, setup = self.device, self.setup
         x, x_log, library = dense_inputs(rows, source_rows, device)
         out = self.module(
-            x_log,
-            one_hot(data.codes, self._encoder_keys, setup.categories, sources, device),
-            one_hot(decoder_codes, setup.decoder_keys, setup.categories, targets, device),
-            library,
+            x_log, one_hot(data.codes, self._encoder_keys, setup.categories, sources, device),
+            one_hot(decoder_codes, setup.decoder_keys, setup.categories, targets, device), library,
         )
         zi = out["zi_logits"]
         values = {
@@ -329,7 +313,9 @@ class ConditionalSCVI(CellsmithModel):
 
     def _matched(self, data: CellData, seed: int | None) -> np.ndarray:
         pairing = self._pairing(data, np.arange(data.n_cells))
-        return pairing.sources(np.arange(data.n_cells), epoch_rng(self.config.seed if seed is None else seed, FIXED_EPOCH))
+        return pairing.sources(
+            np.arange(data.n_cells), epoch_rng(self.config.seed if seed is None else seed, FIXED_EPOCH)
+        )
 
     def reconstruct(self, adata: ad.AnnData, *, seed: int | None = None) -> dict[str, np.ndarray]:
         """Decoded mean counts (``mean``), P(zero) (``zero_probability``), ``sampled_counts`` (a
@@ -338,7 +324,9 @@ class ConditionalSCVI(CellsmithModel):
         data, codes = self._encode(adata)
         sources = self._matched(data, seed) if self.setup.perturbation_key is not None else None
         out = self._run(data, codes, ["latent", "mean", "zero_probability", "zi_probability"], sources)
-        out["sampled_counts"] = self._sample(out["mean"], out["zi_probability"], self.config.seed if seed is None else seed)
+        out["sampled_counts"] = self._sample(
+            out["mean"], out["zi_probability"], self.config.seed if seed is None else seed
+        )
         return out
 
     def predict(self, adata: ad.AnnData, *, set: Mapping[str, str], seed: int = 0) -> ad.AnnData:  # noqa: A002
@@ -373,7 +361,10 @@ class ConditionalSCVI(CellsmithModel):
         pred.layers["log1p_norm"] = normalize.log1p_normalize(mean)
         pred.layers["sampled_counts"] = self._sample(mean, out["zi_probability"], seed)
         pred.obsm["X_scvi"] = out["latent"]
-        pred.uns["scvi_predict"] = {"set": {k: str(v) for k, v in set.items()}, "genespace_digest": self.genespace.digest}
+        pred.uns["scvi_predict"] = {
+            "set": {k: str(v) for k, v in set.items()},
+            "genespace_digest": self.genespace.digest,
+        }
         return pred
 
     def _sample(self, mean: np.ndarray, zi_probability: np.ndarray, seed: int) -> np.ndarray:
@@ -436,9 +427,6 @@ class ConditionalSCVI(CellsmithModel):
             "validation": split.get("validation", np.zeros(0, int)).tolist(),
         }
         return ModelFiles(
-            path=path,
-            config=config,
-            setup=setup,
-            weights=payload["state_dict"],
+            path=path, config=config, setup=setup, weights=payload["state_dict"],
             genespace=GeneSpace.read(path / "genespace.json"),
         )

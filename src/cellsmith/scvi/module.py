@@ -13,7 +13,6 @@ from torch import nn
 
 from cellsmith.nn import GaussianEncoder, LossOutput, kl_standard_normal, log_nb, log_zinb, mlp, zero_probability
 
-
 #: Initial output bias of always-zero genes (softmax share ~e^-10 of a typical gene's).
 ZERO_GENE_BIAS = -10.0
 

@@ -63,8 +63,9 @@ class ReconstructionResult:
         """An HTML report section: metrics table, UMAPs and per-gene means (PNGs into ``out_dir``)."""
         report = Report(title)
         info = self.combined.uns["scvi_reconstruction"]
+        kind = "decoded means" if info["kind"] == "mean" else "seeded draws from the model"
         report.text(
-            f"{info['n_cells']:,} real cells and their reconstructions ({'decoded means' if info['kind'] == 'mean' else 'seeded draws from the model'}) on {info['n_active_genes']:,} active "
+            f"{info['n_cells']:,} real cells and their reconstructions ({kind}) on {info['n_active_genes']:,} active "
             f"genes (non-zero in > 1% of real cells) of {self.combined.n_vars:,}. kNN mixing: 1 = "
             "reconstructed cells indistinguishable from real ones, 0 = separate; energy distance is "
             "shown next to the distance between two random halves of the real cells (the noise floor)."
@@ -72,8 +73,14 @@ class ReconstructionResult:
         report.table(self.metrics.reset_index())
         png = (lambda name: out_dir / name) if out_dir is not None else (lambda name: None)
         basis = "UMAP" if "X_umap" in self.combined.obsm else "PCA (PC1, PC2)"
-        report.figure(self.umap_figure(), caption=f"Joint {basis} of real and reconstructed cells.", save_png=png("umap.png"))
-        report.figure(self.means_figure(), caption="Per-gene mean log1p(CP10k), real vs reconstructed.", save_png=png("gene_means.png"))
+        report.figure(
+            self.umap_figure(), caption=f"Joint {basis} of real and reconstructed cells.", save_png=png("umap.png")
+        )
+        report.figure(
+            self.means_figure(),
+            caption="Per-gene mean log1p(CP10k), real vs reconstructed.",
+            save_png=png("gene_means.png"),
+        )
         return report
 
     def umap_figure(self):
@@ -83,7 +90,7 @@ class ReconstructionResult:
         fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 4), squeeze=False)
         obsm = self.combined.obsm
         xy = obsm["X_umap"] if "X_umap" in obsm else obsm["X_pca"][:, :2]  # PCA when UMAP was skipped
-        for ax, key in zip(axes[0], keys):
+        for ax, key in zip(axes[0], keys, strict=True):
             labels = self.combined.obs[key].astype(str).to_numpy()
             levels = sorted(set(labels))
             cmap = plt.get_cmap("tab10" if len(levels) <= 10 else "tab20")
