@@ -14,11 +14,13 @@ With ``q`` the read fractions of the reference types, the bulk over the referenc
 estimates ``log(1 - u)``; the scale of the bulk (counts, CPM, intensities) cancels out, so any
 linear bulk works and no normalisation over a shared gene universe is needed. ``u`` is a share
 of reads; :func:`cellsmith.deconvolution.content.unknown_cells` turns it into a share of cells.
+The samples of a set share the anchors' offset, and none can hold a negative unknown: a set whose
+samples come out below 0 is lowered as a whole (:func:`floor_at_set_level`).
 
 Measured (``benchmarks/deconvolution_real.py``, which also prints the true share of reads): the
-level is right on PBMC and 3-6x too low on whole blood and melanoma lymph nodes, while the
-ranking holds (r 0.86-0.96 with neutrophils). The level rests on the anchors' median, and the
-anchors carry platform factors of their own: with the 20-40 genes a sparse 10x reference offers,
+level is about right on PBMC and 1.7-4.7x too low on whole blood and melanoma lymph nodes (3-6x
+before the set-level floor), while the ranking holds. The level rests on the anchors' median, and
+the anchors carry platform factors of their own: with the 20-40 genes a sparse 10x reference offers,
 that median moves by 0.14-0.20 in log on the shared real sets (13-18 % of the reads), and on
 simulated sets without unknown cells it gave up to 0.33. Broader anchor sets cut that noise but
 hold genes neutrophils do not carry, and lose them (BENCHMARKS.md, "Why the unknown's level
@@ -49,6 +51,9 @@ ANCHOR_MIN_CPM, ANCHOR_MIN_DETECTION = 20.0, 0.5
 MARKER_MIN_CPM = 5.0
 #: Samples whose unknown fraction exceeds this are flagged in ``fit.csv``.
 UNKNOWN_FLAG = 0.1
+#: Quantile of a set's log(1 - u) estimates that sets its floor (:func:`floor_at_set_level`): the
+#: upper decile rather than the maximum, so that one odd sample does not set every sample's level.
+SET_FLOOR_QUANTILE = 0.9
 
 
 @dataclass
@@ -170,6 +175,22 @@ def anchor_noise(bulk_anchors: np.ndarray, read_fraction: np.ndarray, anchors: A
     return result
 
 
+def floor_at_set_level(log_known: np.ndarray) -> np.ndarray:
+    """Per sample ``log(1 - u)``, lowered for the whole set when the set's upper decile is above 0.
+
+    No sample can hold a negative unknown. The samples of one bulk set share the platform and the
+    anchor genes, so the anchors' platform offset is one value for the set. An estimate above 0
+    therefore shows that the anchors read low by at least that much, in every sample of the set:
+    the set is lowered by that amount, instead of clipping each sample at 0 on its own. That only
+    ever raises the unknown. Where the anchors read high, nothing here can see it. One sample is
+    left as it is (clipped later as before). NaN (no anchors measured) stays NaN.
+    """
+    finite = log_known[np.isfinite(log_known)]
+    if finite.size == 0:
+        return log_known
+    return log_known - max(0.0, float(np.quantile(finite, SET_FLOOR_QUANTILE)))
+
+
 def unknown_fraction(
     bulk_markers: np.ndarray,
     bulk_anchors: np.ndarray,
@@ -179,11 +200,13 @@ def unknown_fraction(
 ) -> np.ndarray:
     """``(n_samples,)`` share of each bulk sample the reference types do not explain, in [0, 1].
 
+    The samples are taken as one set measured on one platform (:func:`floor_at_set_level`).
+
     Parameters
     ----------
     bulk_markers, bulk_anchors
         The bulk's linear values (any scale, the same for both) on the model's genes and on the
-        anchors (NaN where the bulk lacks an anchor).
+        anchors (NaN where the bulk lacks an anchor); one row per sample of the set.
     read_fraction
         ``(n_samples, n_types)`` read fractions of the fitted known types.
     signature
@@ -194,6 +217,7 @@ def unknown_fraction(
     log_known = _row_medians(_log_ratios(bulk_markers, expected_markers, markers_usable)) - _row_medians(
         _anchor_log_ratios(bulk_anchors, read_fraction, anchors)
     )
+    log_known = floor_at_set_level(log_known)
     return np.clip(1.0 - np.exp(np.nan_to_num(log_known, nan=0.0)), 0.0, 1.0)
 
 
