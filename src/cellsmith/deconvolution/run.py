@@ -178,7 +178,8 @@ def run_report(result: RunResult, *, bulk_name: str = "bulk") -> Report:
             f"reference type). Each carries a platform factor of its own: from their spread, these may move the "
             f"level by about ±{se:.2f} in log, or ±{1 - np.exp(-se):.2f} of the reads (median over samples; "
             f"{ANCHOR_SE} in fit.csv). That is a floor on its uncertainty; the unknown ranks samples more "
-            "reliably than it sets their level.",
+            "reliably than it sets their level. The samples share that offset and none can hold a negative "
+            "unknown, so a set whose samples came out below 0 was lowered as a whole (by its upper decile).",
             css_class="note",
         )
     report.figure(proportions_figure(frames), caption="Proportions per sample (grey: unknown).")
