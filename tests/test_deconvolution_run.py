@@ -10,7 +10,7 @@ import pytest
 from cellsmith.data import normalize, simulate
 from cellsmith.deconvolution import DeconvolutionConfig, Deconvolver, nnls_proportions
 from cellsmith.deconvolution.adapt import adapt, range_exponent
-from cellsmith.deconvolution.unknown import UNKNOWN, Anchors, anchor_noise, unknown_fraction
+from cellsmith.deconvolution.unknown import UNKNOWN, Anchors, anchor_noise, known_log_share, set_floor, unknown_fraction
 from cellsmith.errors import ScaleError
 
 from deconvolution_tiny import TINY, tiny_reference, write_tiny_inputs
@@ -44,10 +44,14 @@ def test_run_trains_on_shared_genes_and_writes_every_output(files):
     np.testing.assert_allclose(props.sum(axis=1), 1.0, atol=1e-6)
     assert list(pd.read_csv(out / "proportions.nnls.csv", index_col=0).columns) == list(props.columns)
     fit = pd.read_csv(out / "fit.csv", index_col=0)
-    assert {"r2_log_hpvade", "unknown_hpvade", "unknown_flag", "unknown_anchor_se"} <= set(fit.columns)
+    assert {"r2_log_hpvade", "unknown_hpvade", "unknown_flag", "unknown_anchor_se", "unknown_set_floor"} <= set(
+        fit.columns
+    )
     assert (fit["unknown_anchor_se"] > 0).all()
+    assert fit["unknown_set_floor"].nunique() == 1 and (fit["unknown_set_floor"] >= 0).all()  # one per set
     html = (out / "report.html").read_text()
     assert re.search(r"rests on \d+ anchor genes .* by about ±\d\.\d\d in log", html)
+    assert re.search(r"upper decile (came out below 0, so the whole set was lowered by \d\.\d\d|did not)", html)
     assert "NNLS" in html and "--no-adapt" in html and "Platform adaptation" in html
     assert re.search(r"raised to the power \d\.\d\d to restore its dynamic range", html)
     model = Deconvolver.load(out / "model")
@@ -235,11 +239,10 @@ def test_a_set_whose_anchors_read_low_is_lowered_as_a_whole():
     noise = np.exp(rng.normal(0.0, 0.02, (share.size, n_markers)))
     markers = (1 - share)[:, None] * (read_fraction @ signature.T) * noise
     anchor_values = (read_fraction @ anchors.signature.T) * np.exp(-0.3)
-    floored = unknown_fraction(markers, anchor_values, read_fraction, signature, anchors)
-    per_sample = np.array(
-        [unknown_fraction(markers[[i]], anchor_values[[i]], read_fraction[[i]], signature, anchors)[0]
-         for i in range(share.size)]
-    )
+    log_known = known_log_share(markers, anchor_values, read_fraction, signature, anchors)
+    floored = unknown_fraction(log_known)
+    assert 0.2 < set_floor(log_known) < 0.3
+    per_sample = np.array([unknown_fraction(log_known[[i]])[0] for i in range(share.size)])
     np.testing.assert_allclose(per_sample, np.clip(1 - (1 - share) * np.exp(0.3), 0, 1), atol=0.02)
     assert np.abs(per_sample - share).mean() > 0.1
     assert np.abs(floored - share).max() < 0.05

@@ -60,12 +60,15 @@ from cellsmith.deconvolution.reference import (
 from cellsmith.deconvolution.unknown import (
     ANCHOR_SE,
     MIN_ANCHORS,
+    SET_FLOOR,
     UNKNOWN,
     UNKNOWN_FLAG,
     Anchors,
     anchor_noise,
     choose_anchors,
+    known_log_share,
     read_fractions,
+    set_floor,
     unknown_fraction,
     with_unknown,
 )
@@ -108,7 +111,9 @@ class Prediction:
         ``unknown_nnls`` (a share of reads), ``unknown_flag`` (unknown above
         :data:`~cellsmith.deconvolution.unknown.UNKNOWN_FLAG`) and ``unknown_anchor_se``, how far
         (natural log) the anchors' own platform factors may move the unknown's level
-        (:func:`~cellsmith.deconvolution.unknown.anchor_noise`).
+        (:func:`~cellsmith.deconvolution.unknown.anchor_noise`), and ``unknown_set_floor``, how far
+        (natural log, one value for the set) the set's ``log(1 - unknown)`` was lowered because
+        some samples came out below 0 (:func:`~cellsmith.deconvolution.unknown.set_floor`).
     platform
         Gene-wise natural-log platform factors (bulk over reference) when adaptation ran.
     range_exponent
@@ -422,9 +427,12 @@ class Deconvolver(CellsmithModel):
         )
         has_unknown = bulk_linear is not None and self.anchors is not None
         if has_unknown:
-            for method, p in (("hpvade", props), ("nnls", nnls)):
-                fit[f"{UNKNOWN}_{method}"] = self._unknown(p, *bulk_linear)
+            methods = {"hpvade": props, "nnls": nnls}
+            log_known = {method: self._known_log_share(p, *bulk_linear) for method, p in methods.items()}
+            for method, values in log_known.items():
+                fit[f"{UNKNOWN}_{method}"] = unknown_fraction(values)
             fit[ANCHOR_SE] = anchor_noise(bulk_linear[1], self._read_fractions(props), self.anchors)
+            fit[SET_FLOOR] = set_floor(log_known["hpvade"])
         # After the unknown fraction, which needs the network's own (reference-weighted) fractions.
         mrna_content = None
         if content is not None:
@@ -469,8 +477,8 @@ class Deconvolver(CellsmithModel):
         """The network's (reference-weighted) cell fractions -> its types' shares of reads."""
         return read_fractions(proportions, np.asarray(self.setup["mrna_content"], dtype=np.float64))
 
-    def _unknown(self, proportions: np.ndarray, markers: np.ndarray, anchors: np.ndarray) -> np.ndarray:
-        return unknown_fraction(
+    def _known_log_share(self, proportions: np.ndarray, markers: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+        return known_log_share(
             markers, anchors, self._read_fractions(proportions), self.reference_signature, self.anchors
         )
 

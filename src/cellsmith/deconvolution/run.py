@@ -29,7 +29,7 @@ from cellsmith.deconvolution.content import REFERENCE
 from cellsmith.deconvolution.evaluate import NNLS_SUFFIX, NO_ADAPT_SUFFIX, RUN_FIT, sibling
 from cellsmith.deconvolution.model import Deconvolver, Prediction
 from cellsmith.deconvolution.reference import genes_to_train_on
-from cellsmith.deconvolution.unknown import ANCHOR_SE, UNKNOWN, UNKNOWN_FLAG
+from cellsmith.deconvolution.unknown import ANCHOR_SE, SET_FLOOR, UNKNOWN, UNKNOWN_FLAG
 from cellsmith.report import Report, atomic_output_dir
 
 PROPORTIONS = "proportions.csv"
@@ -173,13 +173,19 @@ def run_report(result: RunResult, *, bulk_name: str = "bulk") -> Report:
     report.table(means)
     if ANCHOR_SE in prediction.fit:  # the model has anchors
         se = float(np.nanmedian(prediction.fit[ANCHOR_SE]))
+        floor = float(prediction.fit[SET_FLOOR].iloc[0])
+        lowered = (
+            f"came out below 0, so the whole set was lowered by {floor:.2f} in log"
+            if floor > 0
+            else "did not come out below 0, so the set was not lowered"
+        )
         report.text(
             f"The unknown's level rests on {len(model.anchors.genes)} anchor genes (expressed evenly in every "
             f"reference type). Each carries a platform factor of its own: from their spread, these may move the "
             f"level by about ±{se:.2f} in log, or ±{1 - np.exp(-se):.2f} of the reads (median over samples; "
             f"{ANCHOR_SE} in fit.csv). That is a floor on its uncertainty; the unknown ranks samples more "
             "reliably than it sets their level. The samples share that offset and none can hold a negative "
-            "unknown, so a set whose samples came out below 0 was lowered as a whole (by its upper decile).",
+            f"unknown; the unknown of the set's upper decile {lowered} ({SET_FLOOR} in fit.csv).",
             css_class="note",
         )
     report.figure(proportions_figure(frames), caption="Proportions per sample (grey: unknown).")

@@ -15,7 +15,7 @@ estimates ``log(1 - u)``; the scale of the bulk (counts, CPM, intensities) cance
 linear bulk works and no normalisation over a shared gene universe is needed. ``u`` is a share
 of reads; :func:`cellsmith.deconvolution.content.unknown_cells` turns it into a share of cells.
 The samples of a set share the anchors' offset, and none can hold a negative unknown: a set whose
-samples come out below 0 is lowered as a whole (:func:`floor_at_set_level`).
+samples come out below 0 is lowered as a whole (:func:`set_floor`).
 
 Measured (``benchmarks/deconvolution_real.py``, which also prints the true share of reads): the
 level is about right on PBMC and 1.7-4.7x too low on whole blood and melanoma lymph nodes (3-6x
@@ -51,7 +51,7 @@ ANCHOR_MIN_CPM, ANCHOR_MIN_DETECTION = 20.0, 0.5
 MARKER_MIN_CPM = 5.0
 #: Samples whose unknown fraction exceeds this are flagged in ``fit.csv``.
 UNKNOWN_FLAG = 0.1
-#: Quantile of a set's log(1 - u) estimates that sets its floor (:func:`floor_at_set_level`): the
+#: Quantile of a set's log(1 - u) estimates that sets its floor (:func:`set_floor`): the
 #: upper decile rather than the maximum, so that one odd sample does not set every sample's level.
 SET_FLOOR_QUANTILE = 0.9
 
@@ -175,32 +175,14 @@ def anchor_noise(bulk_anchors: np.ndarray, read_fraction: np.ndarray, anchors: A
     return result
 
 
-def floor_at_set_level(log_known: np.ndarray) -> np.ndarray:
-    """Per sample ``log(1 - u)``, lowered for the whole set when the set's upper decile is above 0.
-
-    No sample can hold a negative unknown. The samples of one bulk set share the platform and the
-    anchor genes, so the anchors' platform offset is one value for the set. An estimate above 0
-    therefore shows that the anchors read low by at least that much, in every sample of the set:
-    the set is lowered by that amount, instead of clipping each sample at 0 on its own. That only
-    ever raises the unknown. Where the anchors read high, nothing here can see it. One sample is
-    left as it is (clipped later as before). NaN (no anchors measured) stays NaN.
-    """
-    finite = log_known[np.isfinite(log_known)]
-    if finite.size == 0:
-        return log_known
-    return log_known - max(0.0, float(np.quantile(finite, SET_FLOOR_QUANTILE)))
-
-
-def unknown_fraction(
+def known_log_share(
     bulk_markers: np.ndarray,
     bulk_anchors: np.ndarray,
     read_fraction: np.ndarray,
     signature: np.ndarray,
     anchors: Anchors,
 ) -> np.ndarray:
-    """``(n_samples,)`` share of each bulk sample the reference types do not explain, in [0, 1].
-
-    The samples are taken as one set measured on one platform (:func:`floor_at_set_level`).
+    """``(n_samples,)`` estimate of ``log(1 - u)`` per sample, before the set-level floor.
 
     Parameters
     ----------
@@ -211,14 +193,38 @@ def unknown_fraction(
         ``(n_samples, n_types)`` read fractions of the fitted known types.
     signature
         ``(n_genes, n_types)`` the model's marker signature, CPM over the model's genes.
+
+    NaN where no marker or no anchor was measured.
     """
     expected_markers = read_fraction @ (signature * anchors.marker_share).T
     markers_usable = (bulk_markers > 0) & (expected_markers >= MARKER_MIN_CPM)
-    log_known = _row_medians(_log_ratios(bulk_markers, expected_markers, markers_usable)) - _row_medians(
+    return _row_medians(_log_ratios(bulk_markers, expected_markers, markers_usable)) - _row_medians(
         _anchor_log_ratios(bulk_anchors, read_fraction, anchors)
     )
-    log_known = floor_at_set_level(log_known)
-    return np.clip(1.0 - np.exp(np.nan_to_num(log_known, nan=0.0)), 0.0, 1.0)
+
+
+def set_floor(log_known: np.ndarray) -> float:
+    """How far, in natural log, a set's ``log(1 - u)`` is lowered: its upper decile when above 0.
+
+    No sample can hold a negative unknown. The samples of one bulk set share the platform and the
+    anchor genes, so the anchors' platform offset is one value for the set. An estimate above 0
+    therefore shows that the anchors read low by at least that much, in every sample of the set:
+    the set is lowered by that amount, instead of clipping each sample at 0 on its own. That only
+    ever raises the unknown. Where the anchors read high, nothing here can see it. For one sample
+    it changes nothing (the clip at 0 would give the same). 0 when no sample has an estimate.
+    """
+    finite = log_known[np.isfinite(log_known)]
+    if finite.size == 0:
+        return 0.0
+    return max(0.0, float(np.quantile(finite, SET_FLOOR_QUANTILE)))
+
+
+def unknown_fraction(log_known: np.ndarray) -> np.ndarray:
+    """``(n_samples,)`` share of each sample the reference types do not explain, in [0, 1], from
+    :func:`known_log_share` of one set measured on one platform (floored by :func:`set_floor`);
+    0 where it is NaN."""
+    floored = log_known - set_floor(log_known)
+    return np.clip(1.0 - np.exp(np.nan_to_num(floored, nan=0.0)), 0.0, 1.0)
 
 
 def with_unknown(proportions: pd.DataFrame, unknown: np.ndarray | None) -> pd.DataFrame:
@@ -236,3 +242,5 @@ def with_unknown(proportions: pd.DataFrame, unknown: np.ndarray | None) -> pd.Da
 UNKNOWN = "unknown"
 #: Column of :func:`anchor_noise` in fit tables.
 ANCHOR_SE = f"{UNKNOWN}_anchor_se"
+#: Column of :func:`set_floor` (of HP-VADE's estimate, one value per set) in fit tables.
+SET_FLOOR = f"{UNKNOWN}_set_floor"
