@@ -118,7 +118,8 @@ def main() -> None:
     table = pd.DataFrame(columns)
     for setting in settings:
         table[f"mean {setting}"] = table[[c for c in columns if c.startswith(f"{setting} seed ")]].mean(axis=1)
-    print(f"pooled CCC, {args.n_samples} pseudo-bulks per set; training {train_s:.0f} s, load {os.getloadavg()[0]:.1f}")
+    print(f"pooled CCC, {args.n_samples} pseudo-bulks per set; training {train_s:.0f} s, "
+          f"load {os.getloadavg()[0]:.1f}")
     print(table.round(3).to_string())
     if args.json:
         args.json.write_text(json.dumps(table.round(4).to_dict(orient="index"), indent=1))

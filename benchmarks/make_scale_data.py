@@ -63,8 +63,10 @@ def atlas_design(rng: np.random.Generator, n_genes: int = 2000, n_types: int = 1
         profile[markers] *= 8.0
         profiles[k] = profile / profile.sum()
     return Design(
-        genes=np.array([f"GENE{i:05d}" for i in range(n_genes)]), profiles=profiles,
-        group_names=np.array([f"type_{k:02d}" for k in range(n_types)]), group_key="cell_type",
+        genes=np.array([f"GENE{i:05d}" for i in range(n_genes)]),
+        profiles=profiles,
+        group_names=np.array([f"type_{k:02d}" for k in range(n_types)]),
+        group_key="cell_type",
         density=0.115,  # ~10% after duplicate draws of abundant genes merge
         knockdown=None,
     )
@@ -85,8 +87,12 @@ def screen_design(rng: np.random.Generator, n_genes: int = 18000, n_targets: int
         profiles[k] = profile / profile.sum()
     genes = np.array([f"GENE{i:05d}" for i in range(n_genes)])
     return Design(
-        genes=genes, profiles=profiles, group_names=np.concatenate([[CONTROL], genes[targets]]),
-        group_key="target_gene", density=0.05, knockdown=np.concatenate([[-1], targets]),
+        genes=genes,
+        profiles=profiles,
+        group_names=np.concatenate([[CONTROL], genes[targets]]),
+        group_key="target_gene",
+        density=0.05,
+        knockdown=np.concatenate([[-1], targets]),
     )
 
 

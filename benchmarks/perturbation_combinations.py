@@ -104,7 +104,11 @@ def main() -> None:
         "",
         "Mean over seeds per split category (normalized_score: cell-eval's, against perturbation_mean, on "
         "the category's perturbations alone).",
-        "", table_markdown(mean), "", *verdicts(tables), "",
+        "",
+        table_markdown(mean),
+        "",
+        *verdicts(tables),
+        "",
         *[f"- {name}: {value:.0f} s wall" for name, value in seconds.items()],
         "",
     ])

@@ -35,7 +35,11 @@ def markdown(title: str, table, seconds: dict[str, float], command: str) -> str:
     return "\n".join(
         [
             f"#### {title}",
-            "", f"`{command}` — {today()}; {machine()}", "", table_markdown(table), "",
+            "",
+            f"`{command}` — {today()}; {machine()}",
+            "",
+            table_markdown(table),
+            "",
             *[f"- {name}: {value:.0f} s wall" for name, value in seconds.items()],
             "",
         ]

@@ -97,7 +97,9 @@ def test_bad_input_is_a_clean_error_and_writes_nothing(files):
 def test_hoek_truth_maps_t_cells_and_skips_neutrophils(shared_file, tmp_path):
     path = shared_file("hoek2015_pbmc_bulk.h5ad")
     truth = read_truth(path, "flow_fractions")
-    pred = pd.DataFrame({"B": 0.1, "CD4 T": 0.3, "CD8 T": 0.2, "NK": 0.2, "Monocyte": 0.2}, index=truth.index)
+    pred = pd.DataFrame(
+        {"B": 0.1, "CD4 T": 0.3, "CD8 T": 0.2, "NK": 0.2, "Monocyte": 0.2}, index=truth.index
+    )
     mapping = read_mapping(None, ["Tcells=CD4 T,CD8 T", "Bcells=B", "Neutrophils=NK"])
     result = compare({"HP-VADE": pred}, truth, mapping=mapping)
     np.testing.assert_allclose(result.preds["HP-VADE"]["Tcells"], 0.5)

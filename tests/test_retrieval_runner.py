@@ -93,7 +93,8 @@ def test_cli_bad_input_is_a_clear_error_and_writes_nothing(screen, tmp_path, mon
     base = ["retrieve", "run", "--data", str(data), "--out", str(tmp_path / "out")]
     for extra, message in [
         (["--control-label", "ctrl"], "control label 'ctrl' not found"),
-        (["--embedders", "foundation"], "--foundation-checkpoint"), (["--query", "bulk"], "pseudobulk:N"),
+        (["--embedders", "foundation"], "--foundation-checkpoint"),
+        (["--query", "bulk"], "pseudobulk:N"),
         (["--seeds", "4x"], "--seeds takes comma-separated integers"),
     ]:
         result = CliRunner().invoke(app, base + extra)

@@ -90,7 +90,8 @@ def test_predict_sets_covariates(workdir):
             "raw counts",
         ),
         (lambda c: c, ["--set", "timepoint=48h"], "not seen in training"),
-        (lambda c: c, ["--set", "batch=x"], "conditioned on"), (lambda c: c, ["--set", "timepoint"], "KEY=VALUE"),
+        (lambda c: c, ["--set", "batch=x"], "conditioned on"),
+        (lambda c: c, ["--set", "timepoint"], "KEY=VALUE"),
         (lambda c: c[:, :90].copy(), ["--set", "timepoint=0h"], "gene space"),
         (
             lambda c: ad.AnnData(X=c.X, obs=c.obs[["timepoint"]], var=c.var),

@@ -29,8 +29,11 @@ _state = {"verbose": False}
 
 
 app = typer.Typer(
-    name="cellsmith", help="Single-cell RNA-seq models that are correct by construction.", no_args_is_help=True,
-    pretty_exceptions_enable=False, add_completion=False,
+    name="cellsmith",
+    help="Single-cell RNA-seq models that are correct by construction.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
 )
 genes_app = typer.Typer(help="Gene spaces shared across datasets.", no_args_is_help=True)
 app.add_typer(genes_app, name="genes")
@@ -123,7 +126,11 @@ def genes_hvg(
             )
         priority += perturbed_genes(datasets[name].obs[column], control_label)
     selection = cross_dataset_hvg(
-        datasets, n_top=n_top, priority_genes=priority, min_cell_fraction=min_cell_fraction, counts_layer=counts_layer,
+        datasets,
+        n_top=n_top,
+        priority_genes=priority,
+        min_cell_fraction=min_cell_fraction,
+        counts_layer=counts_layer,
     )
     path = selection.write(out_dir)
     params = selection.params

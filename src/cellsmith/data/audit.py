@@ -244,10 +244,21 @@ def audit_matrix(x, *, name: str = "X") -> MatrixAudit:
         scale = "normalized"
         verdict = f"non-integer, linear range up to {vmax:.4g} (CPM, TPM or other normalized values)"
     return MatrixAudit(
-        name=name, scale=scale, verdict=verdict, n_obs=int(n_obs), n_vars=int(n_vars), min=float(vmin), max=float(vmax),
-        fraction_integer=float(fraction_integer), n_nan=n_nan, n_inf=n_inf,
-        sparsity=float(n_zero / (n_obs * n_vars)) if n_obs * n_vars else 0.0, row_sum_quantiles=row_sum_quantiles,
-        row_sum_cv=row_sum_cv, expm1_row_sum=expm1_row_sum, n_all_zero_genes=int(np.sum(gene_nonzero == 0)),
+        name=name,
+        scale=scale,
+        verdict=verdict,
+        n_obs=int(n_obs),
+        n_vars=int(n_vars),
+        min=float(vmin),
+        max=float(vmax),
+        fraction_integer=float(fraction_integer),
+        n_nan=n_nan,
+        n_inf=n_inf,
+        sparsity=float(n_zero / (n_obs * n_vars)) if n_obs * n_vars else 0.0,
+        row_sum_quantiles=row_sum_quantiles,
+        row_sum_cv=row_sum_cv,
+        expm1_row_sum=expm1_row_sum,
+        n_all_zero_genes=int(np.sum(gene_nonzero == 0)),
     )
 
 
@@ -304,7 +315,10 @@ def audit(adata: ad.AnnData, *, layer: str | None = None) -> AuditReport:
     var_names = adata.var_names
     duplicated = sorted(set(var_names[var_names.duplicated()]))
     return AuditReport(
-        source=describe_source(adata).strip("'"), n_obs=adata.n_obs, n_vars=adata.n_vars, matrices=matrices,
+        source=describe_source(adata).strip("'"),
+        n_obs=adata.n_obs,
+        n_vars=adata.n_vars,
+        matrices=matrices,
         duplicated_genes=[str(g) for g in duplicated],
     )
 

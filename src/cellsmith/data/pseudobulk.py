@@ -337,8 +337,15 @@ def pseudobulk(
         raise InputError(f"pseudo-bulk scale must be 'cpm' or 'counts', got '{scale}'.")
     labels = cell_type_labels(reference, cell_type_key)
     mixed = mix_counts(
-        count_rows(reference, layer=counts_layer), labels, n_samples, cells=cells, cells_per_sample=cells_per_sample,
-        alpha=alpha, sparse_fraction=sparse_fraction, cell_types=cell_types, seed=seed,
+        count_rows(reference, layer=counts_layer),
+        labels,
+        n_samples,
+        cells=cells,
+        cells_per_sample=cells_per_sample,
+        alpha=alpha,
+        sparse_fraction=sparse_fraction,
+        cell_types=cell_types,
+        seed=seed,
     )
     values = cpm_in_place(mixed.counts) if scale == "cpm" else mixed.counts
     out = ad.AnnData(

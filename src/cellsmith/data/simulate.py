@@ -281,8 +281,14 @@ def bulk(
         cell type) the fraction of cells drawn per type.
     """
     out = pseudobulk(
-        reference, n_samples, cell_type_key=cell_type_key, counts_layer=counts_layer, cells_per_sample=cells_per_sample,
-        alpha=alpha, scale="counts", seed=seed,
+        reference,
+        n_samples,
+        cell_type_key=cell_type_key,
+        counts_layer=counts_layer,
+        cells_per_sample=cells_per_sample,
+        alpha=alpha,
+        scale="counts",
+        seed=seed,
     )
     out.obs_names = [f"bulk{i}" for i in range(n_samples)]
     return out

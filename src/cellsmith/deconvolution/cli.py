@@ -67,8 +67,14 @@ def train(
     from cellsmith.deconvolution.model import Deconvolver
 
     options = DeconvolutionConfig.from_yaml(
-        config, seed=seed, progress_bar=progress, max_epochs=max_epochs, max_steps=max_steps, accelerator=accelerator,
-        devices=devices, precision=precision,
+        config,
+        seed=seed,
+        progress_bar=progress,
+        max_epochs=max_epochs,
+        max_steps=max_steps,
+        accelerator=accelerator,
+        devices=devices,
+        precision=precision,
     )
     adata = read_backed(reference) if backed else read(reference)
     genes = list(read_bulk(genes_from, orientation).var_names) if genes_from is not None else None
@@ -172,7 +178,10 @@ def evaluate(
         comparison.pooled.to_csv(tmp / "pooled_metrics.csv")
         comparison.per_type.to_csv(tmp / "per_type_metrics.csv")
         evaluation_report(
-            comparison, fit=fit, training=model.training if model else None, history=model.history if model else None,
+            comparison,
+            fit=fit,
+            training=model.training if model else None,
+            history=model.history if model else None,
             save_png_dir=tmp,
         ).write(tmp / "report.html")
     for note in comparison.notes:
@@ -225,7 +234,8 @@ def run_command(
 
     options = DeconvolutionConfig.from_yaml(
         config, seed=seed, progress_bar=progress, max_epochs=max_epochs, accelerator=accelerator,
-        bulk_mrna_content=content_setting(mrna_content), unknown_mrna=unknown_mrna,
+        bulk_mrna_content=content_setting(mrna_content),
+        unknown_mrna=unknown_mrna,
     )
     adata = read(reference)
     samples = read_bulk(bulk, orientation, genes=list(adata.var_names))

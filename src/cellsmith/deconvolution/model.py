@@ -321,8 +321,13 @@ class Deconvolver(CellsmithModel):
         config = self.config
         markers = config.n_marker_genes is not None
         scores = consistent_marker_scores(
-            counts, labels, cell_types, min_mean_cpm=config.min_mean_cpm if markers else 0.0,
-            min_cell_fraction=config.min_cell_fraction if markers else 0.0, seed=config.seed, cells=train_cells,
+            counts,
+            labels,
+            cell_types,
+            min_mean_cpm=config.min_mean_cpm if markers else 0.0,
+            min_cell_fraction=config.min_cell_fraction if markers else 0.0,
+            seed=config.seed,
+            cells=train_cells,
         )
         return select_genes(
             gene_names, scores, n_per_type=config.n_marker_genes, exclude_patterns=config.exclude_gene_patterns
@@ -331,9 +336,15 @@ class Deconvolver(CellsmithModel):
     def _pseudobulk_tensors(self, counts, labels, cells, n_samples: int, seed: int):
         """(CPM, true proportions) tensors of ``n_samples`` pseudo-bulks of the rows ``cells``."""
         mixed = mix_counts(
-            as_count_rows(counts), labels, n_samples, cells=cells, cell_types=self.cell_types,
-            cells_per_sample=self.config.cells_per_sample, alpha=self.config.alpha,
-            sparse_fraction=self.config.sparse_fraction, seed=seed,
+            as_count_rows(counts),
+            labels,
+            n_samples,
+            cells=cells,
+            cell_types=self.cell_types,
+            cells_per_sample=self.config.cells_per_sample,
+            alpha=self.config.alpha,
+            sparse_fraction=self.config.sparse_fraction,
+            seed=seed,
         )
         return torch.from_numpy(cpm_in_place(mixed.counts)), torch.as_tensor(mixed.proportions, dtype=torch.float32)
 
@@ -351,7 +362,9 @@ class Deconvolver(CellsmithModel):
         train_bulk = self._pseudobulk_tensors(counts, labels, train_cells, config.n_train_samples, config.seed)
         val_bulk = self._pseudobulk_tensors(counts, labels, val_cells, config.n_val_samples, config.seed + 1)
         plan = HPVADEPlan(
-            self.module, config, self._vae_cells(counts, labels, train_cells),
+            self.module,
+            config,
+            self._vae_cells(counts, labels, train_cells),
             self._vae_cells(counts, labels, val_cells),
         )
         generator = torch.Generator().manual_seed(config.seed)
@@ -450,8 +463,11 @@ class Deconvolver(CellsmithModel):
             fit["unknown_flag"] = fit[f"{UNKNOWN}_hpvade"] > UNKNOWN_FLAG
         return Prediction(
             proportions=pd.DataFrame(props, index=index, columns=self.cell_types),
-            nnls=pd.DataFrame(nnls, index=index, columns=self.cell_types), fit=fit, platform=platform,
-            mrna_content=mrna_content, range_exponent=exponent,
+            nnls=pd.DataFrame(nnls, index=index, columns=self.cell_types),
+            fit=fit,
+            platform=platform,
+            mrna_content=mrna_content,
+            range_exponent=exponent,
         )
 
     def bulk_content(
@@ -700,8 +716,11 @@ def build_module(config: DeconvolutionConfig, signature: np.ndarray, content: np
     """The torch module of ``config`` with initial signature S and mRNA content per type."""
     return HPVADE(
         torch.as_tensor(signature, dtype=torch.float32),
-        mrna_content=torch.as_tensor(content) if config.mrna_content_weighting else None, n_latent=config.n_latent,
-        vae_hidden=config.vae_hidden, deconv_hidden=config.deconv_hidden, dropout=config.dropout,
+        mrna_content=torch.as_tensor(content) if config.mrna_content_weighting else None,
+        n_latent=config.n_latent,
+        vae_hidden=config.vae_hidden,
+        deconv_hidden=config.deconv_hidden,
+        dropout=config.dropout,
     )
 
 

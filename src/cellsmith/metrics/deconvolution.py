@@ -198,7 +198,9 @@ def map_types(pred: pd.DataFrame, truth: pd.DataFrame, pairs: Sequence[TypePair]
         )
     keep = [c for c in mapped_truth.columns if c not in skipped]
     return MappedTypes(
-        truth=mapped_truth[keep], pred=mapped_pred[keep], skipped=skipped,
+        truth=mapped_truth[keep],
+        pred=mapped_pred[keep],
+        skipped=skipped,
         pred_without_truth=[c for c in pred.columns if c not in used_pred],
         truth_unused=[c for c in truth.columns if c not in used_truth],
     )

@@ -213,8 +213,12 @@ def read_model_dir(
     except ConfigError as err:
         raise ModelDirectoryError(f"{path}: {err}") from None
     return ModelFiles(
-        path=path, config=config, setup=json.loads((path / SETUP).read_text()), weights=read_weights(path / WEIGHTS),
-        genespace=GeneSpace.read(path / GENES) if (path / GENES).is_file() else None, manifest=manifest,
+        path=path,
+        config=config,
+        setup=json.loads((path / SETUP).read_text()),
+        weights=read_weights(path / WEIGHTS),
+        genespace=GeneSpace.read(path / GENES) if (path / GENES).is_file() else None,
+        manifest=manifest,
     )
 
 

@@ -144,9 +144,10 @@ class Baselines:
 
     def save(self, path: str | Path) -> None:
         np.savez(
-            path, genes=np.array(self.genespace.names), mean_shift=self.mean_shift, gene_pca=self.gene_pca,
-            ridge_weights=self.ridge_weights, single_targets=np.array(self.single_targets, dtype=str),
-            single_shifts=self.single_shifts, control_label=np.array(self.control_label),
+            path, genes=np.array(self.genespace.names), mean_shift=self.mean_shift,
+            gene_pca=self.gene_pca, ridge_weights=self.ridge_weights,
+            single_targets=np.array(self.single_targets, dtype=str), single_shifts=self.single_shifts,
+            control_label=np.array(self.control_label),
         )
 
     @classmethod

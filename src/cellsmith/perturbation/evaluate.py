@@ -252,7 +252,10 @@ def evaluate(
         per_perturbation.insert(2, "category", per_perturbation["perturbation"].map(dict(categories)).fillna("seen"))
         by_category = _by_category(per_perturbation)
     return Evaluation(
-        per_perturbation=per_perturbation, summary=summary, real_shift=real_shift, predicted_shift=predicted_shift,
+        per_perturbation=per_perturbation,
+        summary=summary,
+        real_shift=real_shift,
+        predicted_shift=predicted_shift,
         by_category=by_category,
     )
 

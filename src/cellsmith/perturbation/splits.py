@@ -166,6 +166,7 @@ def split_screen(
         return sorted(screen.obs_names[rows].tolist())
 
     return Split(
-        mode, seed, list(train_targets), list(test_targets), names(seen[by_cell["train"]]), names(seen[by_cell["val"]]),
-        names(np.concatenate([seen[by_cell["test"]], np.flatnonzero(unseen)])), categories,
+        mode, seed, list(train_targets), list(test_targets), names(seen[by_cell["train"]]),
+        names(seen[by_cell["val"]]), names(np.concatenate([seen[by_cell["test"]], np.flatnonzero(unseen)])),
+        categories,
     )

@@ -163,8 +163,11 @@ class RetrievalHead(CellsmithModel):
         plan = HeadTrainingPlan(self.module, cfg, SubsetRows(x, protos), y[torch.from_numpy(protos)])
         batch = cfg.perturbations_per_batch * cfg.cells_per_perturbation
         sampler = BalancedBatchSampler(
-            labels_np, n_perturbations=cfg.perturbations_per_batch, n_cells=cfg.cells_per_perturbation,
-            n_batches=min(cfg.max_batches_per_epoch, math.ceil(len(labels_np) / batch)), seed=cfg.seed,
+            labels_np,
+            n_perturbations=cfg.perturbations_per_batch,
+            n_cells=cfg.cells_per_perturbation,
+            n_batches=min(cfg.max_batches_per_epoch, math.ceil(len(labels_np) / batch)),
+            seed=cfg.seed,
         )
         # batch_size=None: each sampled batch of positions is one item, taken and densified at once.
         train_loader = DataLoader(_Batches(x, y), sampler=sampler, batch_size=None)

@@ -97,9 +97,15 @@ def train(
             "--batch-key with the column of the donor or batch, or --no-batch when the cells are one batch."
         )
     model = ConditionalSCVI(cfg).train(
-        adata, batch_key=None if no_batch else batch_key, covariate_keys=covariate_key,
-        perturbation_key=perturbation_key, control_label=control_label, match_key=match_key, counts_layer=counts_layer,
-        out_dir=model_dir / "training", resume=resume,
+        adata,
+        batch_key=None if no_batch else batch_key,
+        covariate_keys=covariate_key,
+        perturbation_key=perturbation_key,
+        control_label=control_label,
+        match_key=match_key,
+        counts_layer=counts_layer,
+        out_dir=model_dir / "training",
+        resume=resume,
     )
     if not model.is_global_zero:  # an extra DDP process: the first one writes and reports
         return

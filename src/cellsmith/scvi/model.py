@@ -143,8 +143,12 @@ class ConditionalSCVI(CellsmithModel):
         if match_key is not None and perturbation_key is None:
             raise InputError("match_key pairs perturbed with control cells; pass perturbation_key too.")
         setup = DataSetup(
-            batch_key=batch_key, covariate_keys=list(covariate_keys), perturbation_key=perturbation_key,
-            control_label=control_label, match_key=match_key, counts_layer=counts_layer,
+            batch_key=batch_key,
+            covariate_keys=list(covariate_keys),
+            perturbation_key=perturbation_key,
+            control_label=control_label,
+            match_key=match_key,
+            counts_layer=counts_layer,
         )
         if perturbation_key is not None and adata.isbacked:
             raise InputError(
@@ -164,8 +168,12 @@ class ConditionalSCVI(CellsmithModel):
         self.module = self._build_module()
         self.split = split_indices(data.n_cells, {"validation": config.val_fraction}, seed=config.seed)
         plan = SCVIPlan(
-            self.module, codes=data.codes, categories=setup.categories, encoder_keys=self._encoder_keys,
-            decoder_keys=setup.decoder_keys, config=config,
+            self.module,
+            codes=data.codes,
+            categories=setup.categories,
+            encoder_keys=self._encoder_keys,
+            decoder_keys=setup.decoder_keys,
+            config=config,
         )
         loaders = {
             stage: self._loader(data, idx, stage == "train") for stage, idx in self.split.items()
@@ -213,10 +221,17 @@ class ConditionalSCVI(CellsmithModel):
         setup, config = self.setup, self.config
         width = lambda keys: sum(len(setup.categories[k]) for k in keys)  # noqa: E731
         return ConditionalVAE(
-            len(self.genespace), width(setup.encoder_keys) if config.encode_covariates else 0,
-            width(setup.decoder_keys), always_zero=[self.genespace.index(g) for g in setup.always_zero_genes],
-            zero_penalty=config.zero_penalty, zero_gene_init=config.zero_gene_init, n_latent=config.n_latent,
-            n_hidden=config.n_hidden, n_layers=config.n_layers, dropout=config.dropout, likelihood=config.likelihood,
+            len(self.genespace),
+            width(setup.encoder_keys) if config.encode_covariates else 0,
+            width(setup.decoder_keys),
+            always_zero=[self.genespace.index(g) for g in setup.always_zero_genes],
+            zero_penalty=config.zero_penalty,
+            zero_gene_init=config.zero_gene_init,
+            n_latent=config.n_latent,
+            n_hidden=config.n_hidden,
+            n_layers=config.n_layers,
+            dropout=config.dropout,
+            likelihood=config.likelihood,
         )
 
     @property
@@ -282,8 +297,10 @@ class ConditionalSCVI(CellsmithModel):
         device, setup = self.device, self.setup
         x, x_log, library = dense_inputs(rows, source_rows, device)
         out = self.module(
-            x_log, one_hot(data.codes, self._encoder_keys, setup.categories, sources, device),
-            one_hot(decoder_codes, setup.decoder_keys, setup.categories, targets, device), library,
+            x_log,
+            one_hot(data.codes, self._encoder_keys, setup.categories, sources, device),
+            one_hot(decoder_codes, setup.decoder_keys, setup.categories, targets, device),
+            library,
         )
         zi = out["zi_logits"]
         values = {
@@ -427,6 +444,9 @@ class ConditionalSCVI(CellsmithModel):
             "validation": split.get("validation", np.zeros(0, int)).tolist(),
         }
         return ModelFiles(
-            path=path, config=config, setup=setup, weights=payload["state_dict"],
+            path=path,
+            config=config,
+            setup=setup,
+            weights=payload["state_dict"],
             genespace=GeneSpace.read(path / "genespace.json"),
         )
