@@ -180,6 +180,22 @@ def test_too_few_anchors_leave_the_unknown_unestimated(monkeypatch, caplog, tmp_
     np.testing.assert_allclose(table.drop(columns=UNKNOWN).sum(axis=1), 1.0, atol=1e-6)
 
 
+def test_anchors_are_a_property_of_the_reference_not_of_the_seed():
+    """The seed moves the training split and the model's markers, not the anchors (on every cell,
+    away from the markers the same rule picks there), so the unknown's genes are reproducible."""
+    reference = simulate.singlecell(600, 1000, cell_types=("A", "B", "C"), donors=1, seed=4)
+    options = {**TINY, "n_marker_genes": 10, "min_mean_cpm": 0.0, "max_epochs": 1}
+    models = [
+        Deconvolver(DeconvolutionConfig(**options, seed=seed, progress_bar=False)).train(
+            reference, cell_type_key="cell_type"
+        )
+        for seed in (0, 1, 2)
+    ]
+    assert len({tuple(model.genespace) for model in models}) > 1  # the markers moved with the seed
+    anchors = [model.anchors.genes for model in models]
+    assert len(anchors[0]) >= 10 and anchors[0] == anchors[1] == anchors[2]
+
+
 def test_unknown_fraction_recovers_reads_the_reference_cannot_produce():
     """Unknown cells (as neutrophils for a lymphocyte reference) carry the genes every cell has
     (anchors) at the reference's level, none of the reference's markers, and their own genes."""

@@ -11,7 +11,15 @@ from cellsmith.data import normalize, simulate
 from cellsmith.data.rows import CountRows, read_backed
 from cellsmith.deconvolution import DeconvolutionConfig, Deconvolver
 from cellsmith.deconvolution.model import cap_per_type
-from cellsmith.deconvolution.reference import consistent_marker_scores, detection_by_type, mean_cpm_by_type
+from cellsmith.deconvolution.reference import (
+    consistent_marker_scores,
+    detection_by_type,
+    group_means,
+    group_means_by_part,
+    mean_cpm_by_type,
+    pooled_means,
+    type_codes,
+)
 
 from deconvolution_tiny import TINY as TINY_OPTIONS
 from deconvolution_tiny import invoke_deconvolve, write_tiny_config
@@ -120,6 +128,25 @@ def test_blockwise_statistics_equal_whole_matrix_ones(reference, small_blocks):
         consistent_marker_scores(reference.X, labels, types, min_mean_cpm=10, min_cell_fraction=0.3, cells=cells),
         consistent_marker_scores(dense[cells], labels[cells], types, min_mean_cpm=10, min_cell_fraction=0.3),
     )
+
+
+def test_means_by_part_are_each_parts_means_and_pool_to_every_cells(reference, small_blocks):
+    """One pass gives each part's means exactly as a pass over that part alone, and pooled by
+    size they are the means over all the parts' cells (training + validation: every cell)."""
+    labels, types = _labels(reference), ["A", "B", "C"]
+    parts = [np.arange(0, 1500, 4), np.setdiff1d(np.arange(1500), np.arange(0, 1500, 4))]
+    by_part = group_means_by_part(reference.X, labels, types, parts)
+    for cells, means in zip(parts, by_part, strict=True):
+        groups = np.full(labels.size, -1)
+        groups[cells] = type_codes(labels[cells], types)
+        alone = group_means(reference.X, groups, len(types))
+        for field in ("cpm", "detection", "totals", "sizes"):
+            np.testing.assert_array_equal(getattr(means, field), getattr(alone, field))
+    every = group_means(reference.X, type_codes(labels, types), len(types))
+    pooled = pooled_means(by_part)
+    for field in ("cpm", "detection", "totals"):
+        np.testing.assert_allclose(getattr(pooled, field), getattr(every, field), rtol=1e-10)
+    np.testing.assert_array_equal(pooled.sizes, every.sizes)
 
 
 def test_type_means_are_scipy_means_exactly(reference):

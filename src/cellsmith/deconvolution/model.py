@@ -54,7 +54,11 @@ from cellsmith.deconvolution.reference import (
     consistent_marker_scores,
     genes_to_train_on,
     group_means,
+    group_means_by_part,
+    marker_scores,
+    pooled_means,
     select_genes,
+    top_genes,
     type_codes,
 )
 from cellsmith.deconvolution.unknown import (
@@ -261,14 +265,14 @@ class Deconvolver(CellsmithModel):
         train_cells, val_cells = parts["train"], parts["validation"]
 
         chosen = self._marker_genes(counts, labels, train_cells, cell_types, gene_names)
-        groups = np.full(labels.size, -1, dtype=np.int64)
-        groups[train_cells] = type_codes(labels[train_cells], cell_types)
-        universe = group_means(counts, groups, len(cell_types))
+        universe, held_out = group_means_by_part(counts, labels, cell_types, [train_cells, val_cells])
         counts = _take_columns(counts, chosen)
         self.genespace = GeneSpace(gene_names[chosen])
         self.cell_types = cell_types
+        groups = np.full(labels.size, -1, dtype=np.int64)
+        groups[train_cells] = type_codes(labels[train_cells], cell_types)
         means = group_means(counts, groups, len(cell_types))
-        self.anchors = self._anchors(universe, means, gene_names, chosen)
+        self.anchors = self._anchors(pooled_means([universe, held_out]), universe, means, gene_names)
         self.reference_signature = means.cpm
         logger.info(
             "signature S initialised from the mean CPM of %d training cells per type (%s) over "
@@ -296,16 +300,29 @@ class Deconvolver(CellsmithModel):
         return self
 
     def _anchors(
-        self, universe: GroupMeans, model_genes: GroupMeans, gene_names: np.ndarray, chosen: np.ndarray
+        self, every_cell: GroupMeans, universe: GroupMeans, model_genes: GroupMeans, gene_names: np.ndarray
     ) -> Anchors | None:
-        """Genes even across types, for the unknown fraction (None when too few qualify)."""
-        markers = None
-        if self.config.n_marker_genes is not None:  # else every gene is a model gene
+        """Genes even across types, for the unknown fraction (None when too few qualify).
+
+        The anchors are chosen on ``every_cell`` (training and validation cells), away from the
+        genes the marker rule picks there: a property of the reference, not of the seed. Chosen
+        away from the model's own markers, which move with the seed's split and halves, they
+        moved too, and the unknown with them (on GSE127813, 15 of the 51 anchors of 3 seeds were
+        shared; BENCHMARKS.md). Their CPM is the training cells', as the markers' signature is.
+        """
+        config, markers = self.config, None
+        if config.n_marker_genes is not None:  # else every gene is a model gene
+            scores = marker_scores(
+                every_cell.cpm, every_cell.detection, min_mean_cpm=config.min_mean_cpm,
+                min_cell_fraction=config.min_cell_fraction,
+            )
             markers = np.zeros(gene_names.size, dtype=bool)
-            markers[chosen] = True
+            markers[top_genes(
+                gene_names, scores, n_per_type=config.n_marker_genes, exclude_patterns=config.exclude_gene_patterns
+            )] = True
         picked = choose_anchors(
-            universe.cpm, universe.detection, gene_names, exclude=markers,
-            exclude_patterns=self.config.exclude_gene_patterns,
+            every_cell.cpm, every_cell.detection, gene_names, exclude=markers,
+            exclude_patterns=config.exclude_gene_patterns,
         )
         if picked.size < MIN_ANCHORS:
             logger.warning("only %d anchor genes: no unknown fraction will be estimated", picked.size)
@@ -494,8 +511,12 @@ class Deconvolver(CellsmithModel):
         return read_fractions(proportions, np.asarray(self.setup["mrna_content"], dtype=np.float64))
 
     def _known_log_share(self, proportions: np.ndarray, markers: np.ndarray, anchors: np.ndarray) -> np.ndarray:
+        # A model gene that is also an anchor (the anchors avoid the reference's markers, not the
+        # model's) is carried by every cell: it stays out of the markers' side.
+        only_markers = ~np.isin(np.asarray(list(self.genespace), dtype=str), self.anchors.genes)
         return known_log_share(
-            markers, anchors, self._read_fractions(proportions), self.reference_signature, self.anchors
+            markers[:, only_markers], anchors, self._read_fractions(proportions),
+            self.reference_signature[only_markers], self.anchors,
         )
 
     def bulk_cpm(self, bulk: ad.AnnData, *, layer: str | None = None) -> np.ndarray:

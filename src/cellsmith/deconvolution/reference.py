@@ -122,6 +122,40 @@ def group_means(counts, groups: np.ndarray, n_groups: int) -> GroupMeans:
     )
 
 
+def group_means_by_part(
+    counts, labels: np.ndarray, cell_types: Sequence[str], parts: Sequence[np.ndarray]
+) -> list[GroupMeans]:
+    """:func:`group_means` by cell type of the cells of each part (e.g. training and validation
+    cells), in one pass over ``counts``."""
+    n_types = len(cell_types)
+    groups = np.full(len(labels), -1, dtype=np.int64)
+    for i, cells in enumerate(parts):
+        codes = type_codes(labels[cells], cell_types)
+        groups[cells] = np.where(codes >= 0, codes + i * n_types, -1)
+    means = group_means(counts, groups, n_types * len(parts))
+    columns = [slice(i * n_types, (i + 1) * n_types) for i in range(len(parts))]
+    return [
+        GroupMeans(means.cpm[:, c], means.detection[:, c], means.totals[c], means.sizes[c]) for c in columns
+    ]
+
+
+def pooled_means(parts: Sequence[GroupMeans]) -> GroupMeans:
+    """The :class:`GroupMeans` of the union of the parts' cells (each part weighted by its group
+    sizes; NaN for a group without cells in any part)."""
+    sizes = np.sum([part.sizes for part in parts], axis=0)
+    weights = [part.sizes / np.where(sizes > 0, sizes, np.nan) for part in parts]
+
+    def pool(values: list[np.ndarray]) -> np.ndarray:
+        return np.sum([np.nan_to_num(v) * w for v, w in zip(values, weights, strict=True)], axis=0)
+
+    return GroupMeans(
+        cpm=pool([part.cpm for part in parts]),
+        detection=pool([part.detection for part in parts]),
+        totals=pool([part.totals for part in parts]),
+        sizes=sizes,
+    )
+
+
 def mean_cpm_by_type(counts, labels: np.ndarray, cell_types: Sequence[str]) -> np.ndarray:
     """``(n_genes, n_types)`` mean over the cells of each type of their CPM.
 
@@ -182,6 +216,23 @@ def consistent_marker_scores(
     ])
 
 
+def top_genes(
+    gene_names: Sequence[str], scores: np.ndarray, *, n_per_type: int | None, exclude_patterns: Sequence[str]
+) -> np.ndarray:
+    """Indices (sorted) of the union over types of the ``n_per_type`` genes with the highest
+    ``scores[:, k]``, leaving out genes matching ``exclude_patterns`` and genes that are no type's
+    candidate (score ``-inf`` everywhere); with ``n_per_type`` None, every remaining gene."""
+    keep = np.isfinite(scores).any(axis=1) & ~matching_any(gene_names, exclude_patterns)
+    if n_per_type is None:
+        return np.flatnonzero(keep)
+    chosen: set[int] = set()
+    for k in range(scores.shape[1]):
+        score = np.where(keep, scores[:, k], -np.inf)
+        top = np.argsort(-score)[:n_per_type]
+        chosen.update(int(i) for i in top[np.isfinite(score[top])])
+    return np.array(sorted(chosen), dtype=np.int64)
+
+
 def select_genes(
     gene_names: Sequence[str],
     scores: np.ndarray,
@@ -189,24 +240,16 @@ def select_genes(
     n_per_type: int | None,
     exclude_patterns: Sequence[str],
 ) -> np.ndarray:
-    """Indices (sorted) of the genes a model uses.
+    """Indices (sorted) of the genes a model uses: :func:`top_genes` of the marker ``scores``
+    (:func:`marker_scores`), leaving out ``exclude_patterns`` (regular expressions, e.g.
+    mitochondrial and ribosomal genes, whose share differs most between protocols).
 
-    Genes matching ``exclude_patterns`` (regular expressions, e.g. mitochondrial and ribosomal
-    genes, whose share differs most between protocols) and genes that are no type's candidate
-    (score ``-inf`` everywhere) are dropped. With ``n_per_type``, the union over types of the
-    ``n_per_type`` genes with the highest ``scores[:, k]`` is kept (see :func:`marker_scores`);
-    with None every remaining gene.
+    Raises
+    ------
+    GeneSpaceError
+        Fewer than ``MIN_GENES`` genes are left.
     """
-    keep = np.isfinite(scores).any(axis=1) & ~matching_any(gene_names, exclude_patterns)
-    if n_per_type is None:
-        chosen = np.flatnonzero(keep)
-    else:
-        chosen_set: set[int] = set()
-        for k in range(scores.shape[1]):
-            score = np.where(keep, scores[:, k], -np.inf)
-            top = np.argsort(-score)[:n_per_type]
-            chosen_set.update(int(i) for i in top[np.isfinite(score[top])])
-        chosen = np.array(sorted(chosen_set), dtype=np.int64)
+    chosen = top_genes(gene_names, scores, n_per_type=n_per_type, exclude_patterns=exclude_patterns)
     if chosen.size < MIN_GENES:
         raise GeneSpaceError(
             f"only {chosen.size} genes are left after gene selection (need {MIN_GENES}); lower "

@@ -6,7 +6,7 @@ how much of a bulk the reference types explain, in the spirit of EPIC's "other c
 
 - *anchors*: genes expressed at a similar level in every reference type (housekeeping-like);
   cells of any type, known or not, carry them, so their level measures all the cells;
-- *markers* (the model's genes): only the reference types carry them.
+- *markers* (the model's genes, less any anchor): only the reference types carry them.
 
 With ``q`` the read fractions of the reference types, the bulk over the reference is, per gene,
 ``(1 - u) * f_g`` on markers and ``f_g`` on anchors (``u``: the unknown share of reads,
@@ -18,11 +18,11 @@ The samples of a set share the anchors' offset, and none can hold a negative unk
 samples come out below 0 is lowered as a whole (:func:`set_floor`).
 
 Measured (``benchmarks/deconvolution_real.py``, which also prints the true share of reads): the
-level is about right on PBMC and 1.7-4.7x too low on whole blood and melanoma lymph nodes (3-6x
-before the set-level floor), while the ranking holds. The level rests on the anchors' median, and
-the anchors carry platform factors of their own: with the 20-40 genes a sparse 10x reference offers,
-that median moves by 0.14-0.20 in log on the shared real sets (13-18 % of the reads), and on
-simulated sets without unknown cells it gave up to 0.33. Broader anchor sets cut that noise but
+level is about right on PBMC and 2-4.4x too low on whole blood and melanoma lymph nodes, while
+the ranking holds. The level rests on the anchors' median, and the anchors carry platform factors
+of their own: with the 30-50 genes a sparse 10x reference offers, that median moves by 0.12-0.18 in
+log on the shared real sets (11-16 % of the reads), and on simulated sets without unknown cells it
+gave up to 0.08 (up to 0.33 while the anchors moved with the seed). Broader anchor sets cut that noise but
 hold genes neutrophils do not carry, and lose them (BENCHMARKS.md, "Why the unknown's level
 cannot be pinned").
 """
@@ -109,9 +109,10 @@ def choose_anchors(
     mean_cpm, detection
         ``(n_genes, n_types)`` over the training gene universe.
     exclude
-        Boolean mask of genes never used as anchors: the model's marker genes. Among the genes
-        every type expresses, markers chosen by fold change still differ between types (most
-        of them are lymphoid on a PBMC reference): as anchors they make the unknown vanish.
+        Boolean mask of genes never used as anchors: the reference's marker genes (the model's
+        marker rule, applied to every cell). Among the genes every type expresses, markers chosen
+        by fold change still differ between types (most of them are lymphoid on a PBMC
+        reference): as anchors they make the unknown vanish.
     exclude_patterns
         Regular expressions of genes whose share differs most between protocols
         (mitochondrial, ribosomal): they would carry the platform, not the cells.
