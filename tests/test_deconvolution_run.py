@@ -255,11 +255,33 @@ def test_a_set_whose_anchors_read_low_is_lowered_as_a_whole():
     noise = np.exp(rng.normal(0.0, 0.02, (share.size, n_markers)))
     markers = (1 - share)[:, None] * (read_fraction @ signature.T) * noise
     anchor_values = (read_fraction @ anchors.signature.T) * np.exp(-0.3)
-    log_known = known_log_share(markers, anchor_values, read_fraction, signature, anchors)
-    floored = unknown_fraction(log_known)
+    marker_genes = [f"m{i}" for i in range(n_markers)]
+    log_known = known_log_share(markers, anchor_values, read_fraction, signature, anchors, marker_genes)
+    floored = unknown_fraction(log_known, set_floor(log_known))
     assert 0.2 < set_floor(log_known) < 0.3
-    per_sample = np.array([unknown_fraction(log_known[[i]])[0] for i in range(share.size)])
+    per_sample = np.array([unknown_fraction(log_known[[i]], set_floor(log_known[[i]]))[0] for i in range(share.size)])
     np.testing.assert_allclose(per_sample, np.clip(1 - (1 - share) * np.exp(0.3), 0, 1), atol=0.02)
     assert np.abs(per_sample - share).mean() > 0.1
     assert np.abs(floored - share).max() < 0.05
     assert (floored >= per_sample - 1e-12).all()
+
+
+def test_a_model_gene_that_is_also_an_anchor_stays_out_of_the_markers_side():
+    """Every cell carries an anchor, so among the markers it would pull log(1 - u) towards 0: with
+    half the markers' columns being anchors (at the level of all the cells), the estimate is the
+    one of the other markers alone."""
+    rng = np.random.default_rng(2)
+    n_markers, n_anchors, u = 200, 200, 0.4
+    anchors = Anchors([f"a{i}" for i in range(n_anchors)], rng.uniform(50, 500, (n_anchors, 3)), np.ones(3))
+    signature = rng.uniform(20, 2000, (n_markers, 3))
+    read_fraction = rng.dirichlet(np.ones(3), 5)
+    markers = (1 - u) * (read_fraction @ signature.T)
+    anchor_values = read_fraction @ anchors.signature.T
+    names = [f"m{i}" for i in range(n_markers)]
+    alone = known_log_share(markers, anchor_values, read_fraction, signature, anchors, names)
+    np.testing.assert_allclose(alone, np.log(1 - u))
+    with_anchors = known_log_share(
+        np.hstack([markers, anchor_values]), anchor_values, read_fraction,
+        np.vstack([signature, anchors.signature]), anchors, names + anchors.genes,
+    )
+    np.testing.assert_allclose(with_anchors, alone)

@@ -53,7 +53,6 @@ from cellsmith.deconvolution.reference import (
     GroupMeans,
     consistent_marker_scores,
     genes_to_train_on,
-    group_means,
     group_means_by_part,
     marker_scores,
     pooled_means,
@@ -269,9 +268,7 @@ class Deconvolver(CellsmithModel):
         counts = _take_columns(counts, chosen)
         self.genespace = GeneSpace(gene_names[chosen])
         self.cell_types = cell_types
-        groups = np.full(labels.size, -1, dtype=np.int64)
-        groups[train_cells] = type_codes(labels[train_cells], cell_types)
-        means = group_means(counts, groups, len(cell_types))
+        (means,) = group_means_by_part(counts, labels, cell_types, [train_cells])
         self.anchors = self._anchors(pooled_means([universe, held_out]), universe, means, gene_names)
         self.reference_signature = means.cpm
         logger.info(
@@ -457,12 +454,13 @@ class Deconvolver(CellsmithModel):
         )
         has_unknown = bulk_linear is not None and self.anchors is not None
         if has_unknown:
-            methods = {"hpvade": props, "nnls": nnls}
-            log_known = {method: self._known_log_share(p, *bulk_linear) for method, p in methods.items()}
-            for method, values in log_known.items():
-                fit[f"{UNKNOWN}_{method}"] = unknown_fraction(values)
+            floors = {}
+            for method, p in (("hpvade", props), ("nnls", nnls)):
+                log_known = self._known_log_share(p, *bulk_linear)
+                floors[method] = set_floor(log_known)
+                fit[f"{UNKNOWN}_{method}"] = unknown_fraction(log_known, floors[method])
             fit[ANCHOR_SE] = anchor_noise(bulk_linear[1], self._read_fractions(props), self.anchors)
-            fit[SET_FLOOR] = set_floor(log_known["hpvade"])
+            fit[SET_FLOOR] = floors["hpvade"]
         # After the unknown fraction, which needs the network's own (reference-weighted) fractions.
         mrna_content = None
         if content is not None:
@@ -511,12 +509,9 @@ class Deconvolver(CellsmithModel):
         return read_fractions(proportions, np.asarray(self.setup["mrna_content"], dtype=np.float64))
 
     def _known_log_share(self, proportions: np.ndarray, markers: np.ndarray, anchors: np.ndarray) -> np.ndarray:
-        # A model gene that is also an anchor (the anchors avoid the reference's markers, not the
-        # model's) is carried by every cell: it stays out of the markers' side.
-        only_markers = ~np.isin(np.asarray(list(self.genespace), dtype=str), self.anchors.genes)
         return known_log_share(
-            markers[:, only_markers], anchors, self._read_fractions(proportions),
-            self.reference_signature[only_markers], self.anchors,
+            markers, anchors, self._read_fractions(proportions), self.reference_signature, self.anchors,
+            list(self.genespace),
         )
 
     def bulk_cpm(self, bulk: ad.AnnData, *, layer: str | None = None) -> np.ndarray:

@@ -182,6 +182,7 @@ def known_log_share(
     read_fraction: np.ndarray,
     signature: np.ndarray,
     anchors: Anchors,
+    model_genes: Sequence[str],
 ) -> np.ndarray:
     """``(n_samples,)`` estimate of ``log(1 - u)`` per sample, before the set-level floor.
 
@@ -194,9 +195,15 @@ def known_log_share(
         ``(n_samples, n_types)`` read fractions of the fitted known types.
     signature
         ``(n_genes, n_types)`` the model's marker signature, CPM over the model's genes.
+    model_genes
+        Names of the model's genes (the columns of ``bulk_markers``). A model gene that is also an
+        anchor (anchors avoid the reference's markers, not the model's) is carried by every cell:
+        it stays out of the markers' side.
 
     NaN where no marker or no anchor was measured.
     """
+    only_markers = ~np.isin(np.asarray(model_genes, dtype=str), anchors.genes)
+    bulk_markers, signature = bulk_markers[:, only_markers], signature[only_markers]
     expected_markers = read_fraction @ (signature * anchors.marker_share).T
     markers_usable = (bulk_markers > 0) & (expected_markers >= MARKER_MIN_CPM)
     return _row_medians(_log_ratios(bulk_markers, expected_markers, markers_usable)) - _row_medians(
@@ -220,11 +227,11 @@ def set_floor(log_known: np.ndarray) -> float:
     return max(0.0, float(np.quantile(finite, SET_FLOOR_QUANTILE)))
 
 
-def unknown_fraction(log_known: np.ndarray) -> np.ndarray:
+def unknown_fraction(log_known: np.ndarray, floor: float) -> np.ndarray:
     """``(n_samples,)`` share of each sample the reference types do not explain, in [0, 1], from
-    :func:`known_log_share` of one set measured on one platform (floored by :func:`set_floor`);
-    0 where it is NaN."""
-    floored = log_known - set_floor(log_known)
+    :func:`known_log_share` of one set measured on one platform, lowered by its ``floor``
+    (:func:`set_floor`); 0 where it is NaN."""
+    floored = log_known - floor
     return np.clip(1.0 - np.exp(np.nan_to_num(floored, nan=0.0)), 0.0, 1.0)
 
 
